@@ -1,0 +1,103 @@
+"""Logging for the daemon and the commands: structlog, JSON under systemd, readable in a terminal.
+
+Under systemd (``JOURNAL_STREAM`` set) or whenever stderr is not a terminal, every event is
+one JSON object per line, so that journald and log shippers get fields, not prose. In a
+terminal the same events are printed as aligned, readable lines. Messages from libraries
+that use the standard ``logging`` module (harvesters, genicam) go through the same renderer.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import IO, Literal
+
+import structlog
+
+from inspectd.configtools import doc
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+VerdictLogging = Literal["none", "rejects", "all"]
+
+
+@dataclass
+class LogConfig:
+    format: LogFormat = doc(
+        "How log lines look: `json` (one JSON object per line, for journald and log shippers), "
+        "`console` (readable lines), or `auto`: JSON when running under systemd (JOURNAL_STREAM "
+        "is set) or when stderr is not a terminal, readable lines otherwise.",
+        default="auto",
+    )
+    level: LogLevel = doc("Least severe level that is logged.", default="info")
+    verdicts: VerdictLogging = doc(
+        "Which verdicts are also written to the log (they always go to the event bus): "
+        "`none`, `rejects` (one line per rejected frame) or `all` (one line per frame).",
+        default="rejects",
+    )
+
+
+def resolve_format(fmt: LogFormat, stream: IO[str] | None = None, environ: dict[str, str] | None = None) -> str:
+    """``auto`` -> ``json`` or ``console`` for this process's stderr and environment."""
+    if fmt != "auto":
+        return fmt
+    env = os.environ if environ is None else environ
+    stream = sys.stderr if stream is None else stream
+    if env.get("JOURNAL_STREAM"):
+        return "json"
+    try:
+        return "console" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
+def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = None) -> str:
+    """Set up structlog (and route stdlib logging through it); returns the format chosen."""
+    cfg = cfg or LogConfig()
+    stream = sys.stderr if stream is None else stream
+    fmt = resolve_format(cfg.format, stream)
+    level = getattr(logging, cfg.level.upper())
+
+    shared: list = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+        # Exceptions become a "exception" string field instead of a multi-line dump.
+        shared_tail = [structlog.processors.dict_tracebacks]
+    else:
+        colors = False
+        try:
+            colors = stream.isatty() and not os.environ.get("NO_COLOR")
+        except (AttributeError, ValueError):
+            pass
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
+        shared_tail = []
+
+    structlog.configure(
+        processors=[*shared, structlog.processors.StackInfoRenderer(), *shared_tail, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+    # Third-party libraries log through the stdlib; render them the same way.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *shared_tail, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_inspectd", False):
+            root.removeHandler(old)
+    handler._inspectd = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    # Libraries are chatty at info level; their warnings and errors are what matter here.
+    root.setLevel(max(level, logging.WARNING))
+    return fmt

@@ -1,0 +1,180 @@
+"""Drawing verdicts onto frames and writing them as a video (``inspectd replay --annotate``).
+
+Boxes carry class and score, the segmentation label map is laid over the frame in the
+class colours, a banner says OK (green) or REJECT (red) with the frame index. Writing runs
+in its own thread behind a small bounded queue so that encoding does not sit in the
+inference loop; the loop hands over a copy of the pixels because the ring-buffer slot is
+reused as soon as it is released.
+"""
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import structlog
+
+from inspectd.errors import InspectdError
+from inspectd.runtime.verdict import Verdict
+
+log = structlog.get_logger("inspectd.annotate")
+
+# BGR colours, one per NEU class name; classes not listed get a stable colour from their name.
+CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
+    "crazing": (255, 170, 0),
+    "inclusion": (0, 165, 255),
+    "patches": (255, 0, 255),
+    "pitted_surface": (0, 255, 255),
+    "rolled-in_scale": (255, 255, 0),
+    "scratches": (60, 60, 255),
+}
+OK_COLOUR = (40, 170, 40)
+REJECT_COLOUR = (30, 30, 220)
+
+
+def class_colour(name: str) -> tuple[int, int, int]:
+    if name in CLASS_COLOURS:
+        return CLASS_COLOURS[name]
+    h = hashlib.md5(name.encode()).digest()
+    return (64 + h[0] % 192, 64 + h[1] % 192, 64 + h[2] % 192)
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    return image.copy()
+
+
+def draw_verdict(
+    image: np.ndarray,
+    verdict: Verdict,
+    label_map: np.ndarray | None = None,
+    seg_class_names: list[str] | None = None,
+    mask_alpha: float = 0.45,
+) -> np.ndarray:
+    """A BGR copy of ``image`` with the mask overlay, boxes, labels and the verdict banner."""
+    out = _to_bgr(image)
+    h, w = out.shape[:2]
+    if label_map is not None and label_map.size and label_map.max() > 0:
+        if label_map.shape[:2] != (h, w):
+            label_map = cv2.resize(label_map.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        overlay = out.copy()
+        for k in np.unique(label_map):
+            if k == 0:
+                continue
+            name = seg_class_names[k] if seg_class_names and k < len(seg_class_names) else f"class{k}"
+            overlay[label_map == k] = class_colour(name)
+        cv2.addWeighted(overlay, mask_alpha, out, 1 - mask_alpha, 0, dst=out)
+
+    scale = max(0.4, min(w, h) / 600)
+    thick = max(1, round(scale * 1.5))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for d in verdict.defects:
+        colour = class_colour(d.cls)
+        x1, y1, x2, y2 = (int(round(v)) for v in d.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick + (1 if d.rejects else 0))
+        label = f"{d.cls} {d.score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, font, scale * 0.5, thick)
+        ty = y1 - 3 if y1 - th - 6 >= 0 else min(h - 1, y2 + th + 3)
+        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 1), colour, -1)
+        cv2.putText(out, label, (x1 + 2, ty - 1), font, scale * 0.5, (0, 0, 0), thick, cv2.LINE_AA)
+
+    reject = verdict.status == "reject"
+    banner = f"{'REJECT' if reject else 'OK'}  frame {verdict.meta.index}  defects {len(verdict.defects)}"
+    (tw, th), base = cv2.getTextSize(banner, font, scale * 0.7, thick)
+    cv2.rectangle(out, (0, 0), (tw + 12, th + base + 10), REJECT_COLOUR if reject else OK_COLOUR, -1)
+    cv2.putText(out, banner, (6, th + 5), font, scale * 0.7, (255, 255, 255), thick, cv2.LINE_AA)
+    return out
+
+
+class VideoSink:
+    """Writes BGR frames to ``path``: mp4 (mp4v) if this OpenCV can, else .avi (MJPG)."""
+
+    def __init__(self, path: str | Path, fps: float):
+        self.requested = Path(path)
+        self.path = self.requested
+        self.fps = fps if fps and fps > 0 else 10.0
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        suffix = self.requested.suffix.lower()
+        if suffix not in (".mp4", ".avi"):
+            raise InspectdError(f"--annotate {self.requested}: the file name must end in .mp4 or .avi")
+        if not self.requested.parent.is_dir():
+            raise InspectdError(f"--annotate {self.requested}: folder {self.requested.parent} does not exist")
+
+    def _open(self, size: tuple[int, int]) -> None:
+        tries = [("mp4v", self.requested)] if self.requested.suffix.lower() == ".mp4" else []
+        tries.append(("MJPG", self.requested.with_suffix(".avi")))
+        for fourcc, path in tries:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            if writer.isOpened():
+                if path != self.requested:
+                    log.warning(
+                        "annotate_fallback", requested=str(self.requested), path=str(path),
+                        reason="this OpenCV build cannot write mp4 (mp4v); writing MJPG .avi instead",
+                    )
+                self._writer, self.path = writer, path
+                return
+            writer.release()
+        raise InspectdError(f"--annotate {self.requested}: OpenCV cannot write this file (tried mp4v and MJPG)")
+
+    def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            self._open((image.shape[1], image.shape[0]))
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+_END = object()
+
+
+class Annotator:
+    """Draws and writes frames in a background thread; ``submit`` blocks when it falls behind."""
+
+    def __init__(self, path: str | Path, fps: float, seg_class_names: list[str] | None = None, depth: int = 8):
+        self.sink = VideoSink(path, fps)
+        self.seg_class_names = seg_class_names
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._loop, name="annotate", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self.sink.path
+
+    def submit(self, image: np.ndarray, verdict: Verdict, label_map: np.ndarray | None = None) -> None:
+        """Queue a frame; ``image`` and ``label_map`` must not change afterwards (pass copies)."""
+        if self.error is not None:
+            raise self.error
+        self._queue.put((image, verdict, label_map))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue   # keep draining so that submit() never blocks forever
+            try:
+                image, verdict, label_map = item
+                self.sink.write(draw_verdict(image, verdict, label_map, self.seg_class_names))
+            except BaseException as exc:  # noqa: BLE001 - handed to the pipeline as a fatal error
+                self.error = exc
+
+    def close(self) -> None:
+        self._queue.put(_END)
+        self._thread.join()
+        self.sink.close()
+        if self.error is not None:
+            raise self.error
