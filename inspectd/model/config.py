@@ -1,0 +1,100 @@
+"""The network's configuration: everything needed to rebuild it, stored in every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from inspectd.configtools import doc, fail, from_mapping, load_yaml, to_mapping
+from inspectd.errors import InspectdError
+
+NEU_CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+# Only these classes have pixel masks in the data (shared/data/neu/README.md); the segmentation
+# head predicts them and background. Predicting the other three would train channels that never
+# see a positive pixel.
+NEU_SEG_CLASSES = ["background", "inclusion", "patches", "scratches"]
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+def _default_anchors() -> list[list[int]]:
+    # Fitted to NEU train boxes at 224 px input by `pipelines/fit_anchors.py` (k-means with the
+    # YOLOv5 ratio metric); see configs/model/*.yaml. One list of 3 (w, h) pairs per stride 8/16/32.
+    return [[19, 27, 44, 33, 28, 67], [86, 40, 57, 109, 169, 40], [109, 113, 47, 202, 196, 168]]
+
+
+@dataclass
+class ModelConfig:
+    name: str = doc("preset name, for humans", default="custom")
+    depth_multiple: float = doc("scales the number of C3 bottlenecks (YOLOv5n/s: 0.33)", default=0.33)
+    width_multiple: float = doc("scales channel widths (YOLOv5n 0.25, YOLOv5s 0.50)", default=0.25)
+    in_channels: int = doc("input channels: 1 for Mono8 cameras, 3 for colour", default=1)
+    input_size: list[int] = doc("model input [height, width], multiples of 32", default_factory=lambda: [224, 224])
+    class_names: list[str] = doc("detection classes, in output order", default_factory=lambda: list(NEU_CLASSES))
+    seg_class_names: list[str] = doc(
+        "segmentation classes, index 0 must be 'background'", default_factory=lambda: list(NEU_SEG_CLASSES))
+    anchors: list[list[int]] = doc(
+        "anchor (w, h) pairs in input pixels, one list of 6 numbers per stride 8, 16, 32",
+        default_factory=_default_anchors)
+    aspp: Literal["ddwaspp", "denseaspp"] = doc(
+        "high-level context module: 'ddwaspp' (depthwise atrous, the paper's) or 'denseaspp' (full "
+        "atrous convolutions, for the ablation)", default="ddwaspp")
+    aspp_rates: list[int] = doc("dilation rates of the dense ASPP layers", default_factory=lambda: [3, 6, 12, 18, 24])
+    resdwab_blocks: int = doc("resDWAB blocks on the stride-4 map; 0 = plain low-level path (ablation)", default=4)
+    resdwab_dilations: list[int] = doc(
+        "dilation of each resDWAB block's depthwise conv (cycled if shorter than resdwab_blocks). "
+        "The paper writes '0, 1, 2', read as its smallest rates", default_factory=lambda: [1, 2, 3, 1])
+    resdwab_expand: int = doc("inverted-residual expansion factor in resDWAB", default=4)
+    deep_supervision: bool = doc(
+        "auxiliary segmentation heads on the encoder's pyramid levels during training", default=True)
+
+    def validate(self, where: str, prefix: str = "") -> None:
+        p = (prefix + ".") if prefix else ""
+        if len(self.input_size) != 2 or any(s <= 0 or s % 32 for s in self.input_size):
+            fail(where, p + "input_size", f"expected [height, width], both positive multiples of 32, got {self.input_size}")
+        if self.in_channels not in (1, 3):
+            fail(where, p + "in_channels", f"expected 1 or 3, got {self.in_channels}")
+        if not self.class_names:
+            fail(where, p + "class_names", "needs at least one class")
+        if not self.seg_class_names or self.seg_class_names[0] != "background":
+            fail(where, p + "seg_class_names", "index 0 must be 'background'")
+        if len(self.anchors) != 3 or any(len(a) != 6 for a in self.anchors):
+            fail(where, p + "anchors", "expected 3 lists of 6 numbers (3 (w, h) pairs per stride 8, 16, 32)")
+        if self.depth_multiple <= 0 or self.width_multiple <= 0:
+            fail(where, p + "width_multiple", "multipliers must be positive")
+        if self.resdwab_blocks < 0 or (self.resdwab_blocks and not self.resdwab_dilations):
+            fail(where, p + "resdwab_blocks", "must be >= 0, with at least one dilation")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_seg_classes(self) -> int:
+        return len(self.seg_class_names)
+
+    def to_dict(self) -> dict:
+        return to_mapping(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "model config") -> "ModelConfig":
+        return from_mapping(cls, data, where)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> ModelConfig:
+    """A preset by name (``configs/model/NAME.yaml``) or a path to a model YAML."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise InspectdError(
+                f"unknown model preset {name_or_path!r} (known: {', '.join(preset_names()) or 'none'})")
+    return ModelConfig.from_dict(load_yaml(path), str(path))
