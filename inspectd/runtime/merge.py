@@ -1,0 +1,274 @@
+"""Detections plus segmentation -> one list of defects and a verdict for a frame.
+
+The network has two views of a defect. Its detection branch gives scored boxes; its
+segmentation branch gives a class per pixel, from which connected components become
+candidate defects (area, box, mean probability). A component that overlaps a detection of
+the same class is the same defect, seen by ``both`` branches. Per-class rules (config
+section ``merge``) then say which evidence counts for that class and what makes the frame
+a reject.
+
+Defaults lean towards catching defects, because a missed defect costs a coil while a
+false reject costs a look at the strip: every class accepts evidence from *either*
+branch, reporting and reject thresholds are low, and any area rejects. Classes the model
+cannot segment (in the NEU model: crazing, pitted surface, rolled-in scale) simply never
+get segmentation evidence, so ``either`` means detection for them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from inspectd.configtools import doc, fail
+from inspectd.errors import InspectdError
+from inspectd.runtime.tiling import box_area, pairwise_intersection
+from inspectd.runtime.verdict import Defect, Status
+
+try:  # the canonical class list lives with the model; fall back if it moves
+    from inspectd.model.config import NEU_CLASSES as _NEU
+except ImportError:  # pragma: no cover
+    _NEU = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+
+NEU_CLASSES: list[str] = list(_NEU)
+
+Evidence = Literal["detection", "segmentation", "either", "both"]
+
+
+@dataclass
+class ClassRule:
+    evidence: Evidence = doc(
+        "Which branch's evidence makes a defect of this class: `detection` (boxes; matching "
+        "segmentation only adds its area), `segmentation` (connected regions of the class map; "
+        "matching boxes only add their score), `either` (both kinds, the safe choice), or `both` "
+        "(only defects that both branches see: fewest false alarms, most misses).",
+        default="either")
+    min_score: float = doc(
+        "Defects scoring below this are not reported. The score is the detection's confidence "
+        "(objectness x class probability), the region's mean pixel probability, or the higher of "
+        "the two when both branches see the defect.", default=0.25)
+    reject_score: float = doc(
+        "A reported defect scoring at least this (and at least `min_area_px` big) makes the frame "
+        "a reject. Must be >= min_score.", default=0.3)
+    min_area_px: int = doc(
+        "Smallest defect, in frame pixels, that can make the frame a reject (segmented pixels, or "
+        "the box's area when no region matches). 0: any size rejects.", default=0)
+    seg_min_prob: float = doc(
+        "A pixel belongs to this class's regions when this is its most probable class with at "
+        "least this probability.", default=0.5)
+    seg_min_component_px: int = doc(
+        "Segmented regions smaller than this many pixels are speckle, not defects, and are dropped "
+        "(before matching).", default=16)
+
+    def validate(self, where: str, prefix: str = "") -> None:
+        p = f"{prefix}." if prefix else ""
+        for name in ("min_score", "reject_score", "seg_min_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                fail(where, p + name, f"expected a probability between 0 and 1, got {v!r}")
+        if self.reject_score < self.min_score:
+            fail(where, p + "reject_score",
+                 f"must be >= min_score ({self.min_score}), got {self.reject_score} (defects below "
+                 "min_score are not reported, so they could not reject)")
+        for name in ("min_area_px", "seg_min_component_px"):
+            if getattr(self, name) < 0:
+                fail(where, p + name, f"must be >= 0, got {getattr(self, name)!r}")
+
+
+def _default_rules() -> dict[str, ClassRule]:
+    return {name: ClassRule() for name in NEU_CLASSES}
+
+
+@dataclass
+class MergeConfig:
+    rules: dict[str, ClassRule] = doc(
+        "One rule per defect class, keyed by the class names of shared/data/neu (crazing, "
+        "inclusion, patches, pitted_surface, rolled-in_scale, scratches). A class left out keeps "
+        "the default rule; keys left out of a rule keep their defaults.",
+        default_factory=_default_rules)
+    match_overlap: float = doc(
+        "A segmented region and a detection of the same class are one defect when their boxes' "
+        "intersection covers at least this fraction of the smaller box.", default=0.3)
+
+    def validate(self, where: str, prefix: str = "") -> None:
+        p = f"{prefix}." if prefix else ""
+        for name in self.rules:
+            if name not in NEU_CLASSES:
+                fail(where, f"{p}rules.{name}",
+                     f"unknown defect class {name!r} (known: {', '.join(NEU_CLASSES)})")
+        for name in NEU_CLASSES:     # a partial section keeps the defaults for the rest
+            self.rules.setdefault(name, ClassRule())
+        if not 0.0 < self.match_overlap <= 1.0:
+            fail(where, p + "match_overlap", f"expected a fraction in (0, 1], got {self.match_overlap!r}")
+
+    def rule(self, name: str) -> ClassRule:
+        """The rule for class ``name``; a class the config cannot name gets the default rule."""
+        r = self.rules.get(name)
+        return r if r is not None else ClassRule()
+
+
+@dataclass(slots=True)
+class SegComponents:
+    """Connected regions of the segmentation map, one row per region."""
+
+    boxes: np.ndarray     # [C, 4] float32 x1, y1, x2, y2 (pixel edges: x2 = last column + 1)
+    areas: np.ndarray     # [C] int64 pixels
+    scores: np.ndarray    # [C] float32 mean probability of the region's class over the region
+    names: list[str]      # [C] class names
+
+    @classmethod
+    def empty(cls) -> "SegComponents":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+
+
+def seg_components(labels: np.ndarray, conf: np.ndarray, seg_class_names: Sequence[str],
+                   config: MergeConfig) -> SegComponents:
+    """Connected regions (8-connected) of every non-background class in a label map.
+
+    ``labels`` [H, W] uint8 is the arg-max class per pixel, ``conf`` [H, W] float32 its
+    probability. Per class, pixels with probability >= the rule's ``seg_min_prob`` form
+    regions; regions under ``seg_min_component_px`` are dropped.
+    """
+    boxes, areas, scores, names = [], [], [], []
+    present = np.bincount(labels.ravel(), minlength=len(seg_class_names))   # one pass: skip absent classes
+    for s in range(1, len(seg_class_names)):
+        if present[s] == 0:
+            continue
+        name = seg_class_names[s]
+        rule = config.rule(name)
+        mask = labels == s
+        if rule.seg_min_prob > 0:
+            mask &= conf >= rule.seg_min_prob
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+        if n <= 1:
+            continue
+        area = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
+        keep = area >= max(1, rule.seg_min_component_px)
+        if not keep.any():
+            continue
+        sums = np.bincount(lab.ravel(), weights=conf.ravel(), minlength=n)[1:]
+        st = stats[1:][keep]
+        x, y = st[:, cv2.CC_STAT_LEFT], st[:, cv2.CC_STAT_TOP]
+        boxes.append(np.stack([x, y, x + st[:, cv2.CC_STAT_WIDTH], y + st[:, cv2.CC_STAT_HEIGHT]], 1).astype(np.float32))
+        areas.append(area[keep])
+        scores.append((sums[keep] / area[keep]).astype(np.float32))
+        names.extend([name] * int(keep.sum()))
+    if not names:
+        return SegComponents.empty()
+    return SegComponents(np.concatenate(boxes), np.concatenate(areas), np.concatenate(scores), names)
+
+
+def _as_label_map(seg: "np.ndarray | tuple[np.ndarray, np.ndarray]") -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(seg, tuple):
+        labels, conf = seg
+        return labels, conf
+    if seg.ndim != 3:
+        raise ValueError(f"seg: expected probabilities [S, H, W] or (labels, conf), got shape {seg.shape}")
+    return seg.argmax(0).astype(np.uint8), seg.max(0).astype(np.float32)
+
+
+def merge_frame(dets: tuple[np.ndarray, np.ndarray, np.ndarray],
+                seg: "np.ndarray | tuple[np.ndarray, np.ndarray] | SegComponents | None",
+                config: MergeConfig, class_names: Sequence[str],
+                seg_class_names: Sequence[str]) -> tuple[list[Defect], Status]:
+    """One frame's defects and status from its detections and segmentation.
+
+    ``dets``: (boxes [K, 4] frame pixels, scores [K], classes [K] indices into
+    ``class_names``), already NMS'd and fused across tiles. ``seg``: per-pixel
+    probabilities [S, H, W], or a (labels [H, W] uint8, conf [H, W] float32) pair as the
+    stitcher makes, or precomputed ``SegComponents``, or None (no segmentation).
+
+    Each region is matched to the same-class detection it overlaps most (intersection over
+    the smaller box >= ``match_overlap``); a detection with regions becomes one ``both``
+    defect (box = union, area = the regions' pixels, score = the higher branch score).
+    The class rules then keep or drop each defect by its branch and score, and mark those
+    that reject. Defects come back best score first.
+    """
+    boxes, scores, classes = dets
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    if seg is None:
+        comps = SegComponents.empty()
+    elif isinstance(seg, SegComponents):
+        comps = seg
+    else:
+        labels, conf = _as_label_map(seg)
+        comps = seg_components(labels, conf, seg_class_names, config)
+
+    det_names = [class_names[c] for c in classes.tolist()]
+    k, c = len(boxes), len(comps.names)
+
+    # Region -> best-overlapping detection of the same class (vectorised over all pairs).
+    owner = np.full(c, -1, np.int64)
+    if k and c:
+        same = np.array(det_names, dtype=object)[:, None] == np.array(comps.names, dtype=object)[None, :]
+        inter = pairwise_intersection(boxes, comps.boxes)
+        smaller = np.minimum(box_area(boxes)[:, None], box_area(comps.boxes)[None, :])
+        ios = np.where(same, inter / np.maximum(smaller, 1e-6), 0.0)
+        best = ios.argmax(0)
+        ok = ios[best, np.arange(c)] >= config.match_overlap
+        owner[ok] = best[ok]
+
+    out_boxes = boxes.copy()
+    out_scores = scores.copy()
+    mask_area = np.zeros(k, np.int64)
+    matched = np.zeros(k, bool)
+    m = owner >= 0
+    if m.any():
+        o = owner[m]
+        np.minimum.at(out_boxes[:, 0], o, comps.boxes[m, 0])
+        np.minimum.at(out_boxes[:, 1], o, comps.boxes[m, 1])
+        np.maximum.at(out_boxes[:, 2], o, comps.boxes[m, 2])
+        np.maximum.at(out_boxes[:, 3], o, comps.boxes[m, 3])
+        np.maximum.at(out_scores, o, comps.scores[m])
+        np.add.at(mask_area, o, comps.areas[m])
+        matched[o] = True
+    det_area = np.where(matched, mask_area, np.rint(box_area(boxes)).astype(np.int64))
+
+    candidates: list[Defect] = []
+    for i in range(k):          # a handful of defects per frame: plain Python is clearer here
+        candidates.append(Defect(det_names[i], float(out_scores[i]), _box(out_boxes[i]), int(det_area[i]),
+                                 "both" if matched[i] else "detection"))
+    for j in np.flatnonzero(~m).tolist():
+        candidates.append(Defect(comps.names[j], float(comps.scores[j]), _box(comps.boxes[j]),
+                                 int(comps.areas[j]), "segmentation"))
+
+    defects: list[Defect] = []
+    for d in candidates:
+        rule = config.rule(d.cls)
+        if not _counts(rule.evidence, d.branch) or d.score < rule.min_score:
+            continue
+        d.rejects = d.score >= rule.reject_score and d.area_px >= rule.min_area_px
+        defects.append(d)
+    defects.sort(key=lambda d: -d.score)
+    status: Status = "reject" if any(d.rejects for d in defects) else "ok"
+    return defects, status
+
+
+def _counts(evidence: str, branch: str) -> bool:
+    if evidence == "either":
+        return True
+    if evidence == "both":
+        return branch == "both"
+    return branch == evidence or branch == "both"
+
+
+def _box(b: np.ndarray) -> tuple[float, float, float, float]:
+    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+
+
+def check_rules_against_model(config: MergeConfig, class_names: Sequence[str],
+                              seg_class_names: Sequence[str], where: str = "merge") -> None:
+    """Refuse rules that can never be met by this model: segmentation evidence for a class
+    the model does not segment would silently never report that class."""
+    for name, rule in config.rules.items():
+        if rule.evidence in ("segmentation", "both") and name not in seg_class_names:
+            raise InspectdError(
+                f"{where}: rules.{name}.evidence: {rule.evidence!r} needs segmentation, but the model "
+                f"segments only {', '.join(seg_class_names[1:]) or 'nothing'}; use 'detection' or 'either'")
+        if rule.evidence in ("detection", "both") and name not in class_names:
+            raise InspectdError(
+                f"{where}: rules.{name}.evidence: {rule.evidence!r} needs detection, but the model "
+                f"does not detect {name!r}")
