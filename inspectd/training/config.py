@@ -1,0 +1,76 @@
+"""Training configuration (configs/train/*.yaml): data, schedule, stages, loss gains, augmentation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from inspectd.configtools import doc, fail, from_mapping, load_yaml
+from inspectd.data.augment import AugmentConfig
+from inspectd.model.loss import LossGains
+from inspectd.model.network import GROUPS
+
+
+@dataclass
+class StageConfig:
+    name: str = doc("stage name, shown in the progress bar and logs", default="all")
+    epochs: int = doc("epochs in this stage", default=10)
+    lr0: float = doc("peak learning rate (after warm-up); cosine-annealed to lr0 * lrf", default=0.01)
+    freeze: list[str] = doc(
+        "module groups frozen in this stage (encoder, detection, segmentation): no gradients and "
+        "BatchNorm statistics held", default_factory=list)
+    tasks: list[Literal["det", "seg"]] = doc(
+        "losses used in this stage; a frozen task's loss is pointless", default_factory=lambda: ["det", "seg"])
+    warmup_epochs: float = doc("linear learning-rate warm-up at the start of the stage", default=1.0)
+
+    def validate(self, where: str, prefix: str) -> None:
+        for g in self.freeze:
+            if g not in GROUPS:
+                fail(where, f"{prefix}.freeze", f"unknown module group {g!r} (known: {', '.join(GROUPS)})")
+        if self.epochs < 1:
+            fail(where, f"{prefix}.epochs", "must be at least 1")
+        if not self.tasks:
+            fail(where, f"{prefix}.tasks", "needs at least one of det, seg")
+
+
+@dataclass
+class DataConfig:
+    root: str = doc("folder laid out like shared/data/neu (images/, annotations/, masks/)",
+                    default="../shared/data/neu")
+    train: str = doc("list of training stems, relative to root unless absolute", default="train.txt")
+    val: str = doc("list of validation stems, relative to root unless absolute", default="val.txt")
+
+
+@dataclass
+class TrainConfig:
+    model: str = doc("model preset name (configs/model/NAME.yaml) or path to a model YAML", default="n")
+    model_overrides: dict[str, Any] = doc("keys of the model config to override", default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = doc("seed for weights, augmentation and data order", default=0)
+    batch_size: int = doc("images per step", default=32)
+    momentum: float = doc("SGD momentum (Nesterov)", default=0.937)
+    weight_decay: float = doc("L2 decay on conv weights (not on BatchNorm or biases)", default=5e-4)
+    lrf: float = doc("final learning rate as a fraction of lr0 (cosine schedule)", default=0.01)
+    ema: bool = doc("keep an exponential moving average of the weights and evaluate/ship it", default=True)
+    ema_tau: float = doc("EMA warm-up in steps: decay = 0.9999 * (1 - exp(-step / tau))", default=500.0)
+    bf16: Literal["auto", "on", "off"] = doc(
+        "bfloat16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 (avx512_bf16/AMX)",
+        default="off")
+    threads: int = doc("torch CPU threads, 0 = all cores", default=0)
+    eval_every: int = doc("validate every N epochs (and always after the last)", default=1)
+    eval_conf: float = doc("score threshold for mAP during validation", default=0.001)
+    fitness: dict[str, float] = doc(
+        "weights of val metrics in the fitness that picks the best checkpoint",
+        default_factory=lambda: {"map50": 0.5, "miou": 0.5})
+    stages: list[StageConfig] = doc("training stages, run in order", default_factory=lambda: [StageConfig()])
+    loss: LossGains = field(default_factory=LossGains)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self, where: str, prefix: str) -> None:
+        if self.batch_size < 1:
+            fail(where, "batch_size", "must be at least 1")
+        if not self.stages:
+            fail(where, "stages", "needs at least one stage")
+
+
+def load_train_config(path: str) -> TrainConfig:
+    return from_mapping(TrainConfig, load_yaml(path), str(path))
