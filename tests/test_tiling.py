@@ -113,7 +113,7 @@ def test_cut_channel_conversions():
     np.testing.assert_array_equal(b[0, 0], cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[:T, :T])
 
 
-@pytest.mark.parametrize("pad", ["reflect", "constant"])
+@pytest.mark.parametrize("pad", ["mean", "reflect", "constant"])
 def test_cut_small_frame_is_centred_and_padded(pad):
     img = np.random.default_rng(3).integers(0, 200, (200, 150), dtype=np.uint8)
     g = TileGrid.build(200, 150, T, T, 32)
@@ -124,6 +124,9 @@ def test_cut_small_frame_is_centred_and_padded(pad):
     np.testing.assert_array_equal(b[0, 0, top:top + 200, left:left + 150], img)
     if pad == "constant":
         assert (b[0, 0, :top] == 250).all() and (b[0, 0, :, :left] == 250).all()
+    elif pad == "mean":
+        fill = int(img.mean())
+        assert fill != 250 and (b[0, 0, :top] == fill).all() and (b[0, 0, :, -left:] == fill).all()
     else:   # mirrored: the row above the frame is the frame's second row
         np.testing.assert_array_equal(b[0, 0, top - 1, left:left + 150], img[1])
 
@@ -132,8 +135,9 @@ def test_cut_tiny_frames():
     for shape in [(1, 1), (1, 5), (3, 300, 3)]:
         img = np.full(shape, 77, np.uint8)
         g = TileGrid.build(shape[0], shape[1], T, T, 32)
-        b = TileCutter(g, shape, channels=1).cut(img)
-        assert (b == 77).all()      # reflect/replicate padding of a flat frame stays flat
+        for pad in ("mean", "reflect"):
+            b = TileCutter(g, shape, channels=1, pad=pad).cut(img)
+            assert (b == 77).all()      # padding a flat frame keeps it flat
 
 
 # --- boxes --------------------------------------------------------------------------------------

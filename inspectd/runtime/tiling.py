@@ -28,7 +28,7 @@ import numpy as np
 
 from inspectd.errors import InspectdError
 
-PadMode = Literal["reflect", "constant"]
+PadMode = Literal["mean", "reflect", "constant"]
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> np.ndarray:
@@ -127,12 +127,13 @@ class TileCutter:
     ``channels`` is what the model takes: Mono8 frames are repeated into 3 channels for a
     3-channel model, BGR frames are converted to grey for a 1-channel model, and for a
     3-channel model passed in the order ``rgb`` asks for. Frames smaller than a tile are
-    padded (``pad``: "reflect" mirrors the strip's own texture, "constant" fills
-    ``pad_value``). The returned batch is overwritten by the next ``cut``.
+    padded (``pad``: "mean" fills the frame's mean grey, as training pads its 200 x 200
+    images; "reflect" mirrors the strip's own texture; "constant" fills ``pad_value``).
+    The returned batch is overwritten by the next ``cut``.
     """
 
     def __init__(self, grid: TileGrid, frame_shape: tuple[int, ...], channels: int,
-                 rgb: bool = False, pad: PadMode = "reflect", pad_value: int = 114):
+                 rgb: bool = False, pad: PadMode = "mean", pad_value: int = 114):
         if channels not in (1, 3):
             raise InspectdError(f"model channels: expected 1 or 3, got {channels}")
         if len(frame_shape) == 3 and frame_shape[2] != 3 or len(frame_shape) not in (2, 3):
@@ -168,11 +169,15 @@ class TileCutter:
             plane = self._grey
         if self._canvas is not None:
             top, bottom, left, right = self.grid.pad
+            value = self.pad_value
             border = cv2.BORDER_REFLECT_101 if self.pad_mode == "reflect" else cv2.BORDER_CONSTANT
             if self.pad_mode == "reflect" and min(plane.shape[:2]) < 2:
                 border = cv2.BORDER_REPLICATE          # nothing to mirror in a 1-pixel frame
+            elif self.pad_mode == "mean":
+                means = cv2.mean(plane)[:1 if plane.ndim == 2 else 3]
+                value = int(sum(means) / len(means))   # one grey level, as training's pad_to
             cv2.copyMakeBorder(plane, top, bottom, left, right, border, dst=self._canvas,
-                               value=(self.pad_value,) * 4)
+                               value=(value,) * 4)
             plane = self._canvas
         batch = self.batch
         if plane.ndim == 2:

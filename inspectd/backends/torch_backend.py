@@ -1,0 +1,135 @@
+"""PyTorch backend: the model's inference graph on the CPU or on a CUDA device.
+
+CUDA path, built for a steady stream of same-sized batches:
+
+- the model runs on its own ``torch.cuda.Stream``, so nothing else queued on the device's
+  default stream (another model, a display) delays it;
+- input tiles are copied into a pinned (page-locked) host buffer that is reused while the
+  batch shape stays the same, then sent with a non-blocking copy into a reused device buffer;
+- with ``half`` the weights are fp16 (``model.half()``; the graph casts its uint8 input to
+  the weights' dtype), outputs are cast back to fp32 on the device;
+- outputs come back with non-blocking copies into reused pinned host buffers, and one
+  stream synchronisation ends the call.
+
+The arrays ``infer`` returns on CUDA are views of those reused pinned buffers: they are valid
+until the next ``infer`` call (the inference stage consumes them before that).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspectd.errors import InspectdError
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` -> a torch device, or an error saying why not."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InspectdError("inference.device: cuda requested but no CUDA device is available")
+        d = torch.device(device)
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise InspectdError(
+                f"inference.device: {device} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return d
+    if device == "cpu":
+        return torch.device("cpu")
+    raise InspectdError(f"inference.device: expected cpu, cuda or auto, got {device!r}")
+
+
+class TorchBackend:
+    """Runs ``InferenceGraph`` of a checkpoint (see ``inspectd.backends.base.Backend``)."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint_path: str | Path, device: str = "cpu", half: bool = False, threads: int = 0):
+        from inspectd.model.checkpoint import load_checkpoint
+        dev = resolve_device(device)   # before the (slower) load: a bad device fails fast
+        model, cfg = load_checkpoint(checkpoint_path)
+        self._setup(model, cfg, dev, half, threads)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, cfg, device: str = "cpu", half: bool = False,
+                   threads: int = 0) -> "TorchBackend":
+        """A backend around an in-memory ``MultiTaskNet`` (benchmarks, evaluation, tests)."""
+        self = cls.__new__(cls)
+        self._setup(model, cfg, resolve_device(device), half, threads)
+        return self
+
+    def _setup(self, model: torch.nn.Module, cfg, device: torch.device, half: bool, threads: int) -> None:
+        from inspectd.model.inference_graph import InferenceGraph
+        if threads > 0:
+            # Process-wide in PyTorch: the inference thread is the only heavy torch user.
+            torch.set_num_threads(threads)
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.half = bool(half and self.cuda)       # fp16 convolutions on CPU are slow or missing
+        self.input_size = (int(cfg.input_size[0]), int(cfg.input_size[1]))
+        self.channels = int(cfg.in_channels)
+        self.class_names = list(cfg.class_names)
+        self.seg_class_names = list(cfg.seg_class_names)
+        self.model_config = cfg
+        graph = InferenceGraph(model).eval()
+        for p in graph.parameters():
+            p.requires_grad_(False)
+        if self.cuda:
+            graph = graph.to(device)
+            if self.half:
+                graph = graph.half()
+            torch.backends.cudnn.benchmark = True   # batch shape is fixed per camera
+            self._stream = torch.cuda.Stream(device)
+        self.graph = graph
+        self._in_host: torch.Tensor | None = None
+        self._in_dev: torch.Tensor | None = None
+        self._det_host: torch.Tensor | None = None
+        self._seg_host: torch.Tensor | None = None
+        self._closed = False
+
+    def _check(self, tiles: np.ndarray) -> None:
+        want = (self.channels,) + self.input_size
+        if tiles.dtype != np.uint8 or tiles.ndim != 4 or tiles.shape[1:] != want:
+            raise ValueError(f"expected uint8 tiles [N, {want[0]}, {want[1]}, {want[2]}], got {tiles.dtype} {tiles.shape}")
+
+    def infer(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._closed:
+            raise RuntimeError("TorchBackend.infer after close()")
+        self._check(tiles)
+        if not self.cuda:
+            with torch.inference_mode():
+                det, seg = self.graph(torch.from_numpy(np.ascontiguousarray(tiles)))
+            return det.float().numpy(), seg.float().numpy()
+        return self._infer_cuda(tiles)
+
+    def _infer_cuda(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._in_host is None or tuple(self._in_host.shape) != tiles.shape:
+            self._in_host = torch.empty(tiles.shape, dtype=torch.uint8, pin_memory=True)
+            self._in_dev = torch.empty(tiles.shape, dtype=torch.uint8, device=self.device)
+            self._det_host = self._seg_host = None
+        self._in_host.numpy()[...] = tiles   # the previous call synchronised, so the buffer is free
+        stream = self._stream
+        with torch.cuda.stream(stream), torch.inference_mode():
+            x = self._in_dev.copy_(self._in_host, non_blocking=True)
+            det, seg = self.graph(x)
+            det, seg = det.float(), seg.float()
+            if self._det_host is None or self._det_host.shape != det.shape or self._seg_host.shape != seg.shape:
+                self._det_host = torch.empty(det.shape, dtype=torch.float32, pin_memory=True)
+                self._seg_host = torch.empty(seg.shape, dtype=torch.float32, pin_memory=True)
+            self._det_host.copy_(det, non_blocking=True)
+            self._seg_host.copy_(seg, non_blocking=True)
+        stream.synchronize()
+        return self._det_host.numpy(), self._seg_host.numpy()
+
+    def warmup(self, batch: int = 1) -> None:
+        """One inference on zeros: CUDA context, cuDNN algorithm choice, allocator pools."""
+        self.infer(np.zeros((batch, self.channels) + self.input_size, np.uint8))
+
+    def close(self) -> None:
+        self._closed = True
+        self._in_host = self._in_dev = self._det_host = self._seg_host = None
+        self.graph = None
+        if self.cuda:
+            torch.cuda.empty_cache()

@@ -1,0 +1,182 @@
+"""The inference stage: one frame in, one verdict out.
+
+frame -> tiles (one reused uint8 batch) -> backend.infer (one call per frame) -> per-tile
+decoding and NMS -> frame coordinates -> fusion of boxes cut by tile edges -> stitched
+segmentation map -> merge by the class rules -> ``Verdict``.
+
+The stage knows nothing about the backend beyond ``inspectd.backends.base.Backend``.
+It keeps per-frame-size state (tile grid, batch, stitched maps) and reuses it while the
+frame size stays the same, so the steady state allocates little per frame. It is not
+thread-safe: one inference thread owns one stage.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from inspectd.backends.base import Backend
+from inspectd.configtools import doc, fail
+from inspectd.errors import InspectdError
+from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.merge import MergeConfig, check_rules_against_model, merge_frame
+from inspectd.runtime.tiling import SegStitcher, TileCutter, TileGrid, boxes_to_frame, fuse_cross_tile
+from inspectd.runtime.verdict import Verdict
+
+
+@dataclass
+class InferenceConfig:
+    model: Path | None = doc(
+        "Model checkpoint (.safetensors written by training). Empty: the default model shipped "
+        "with inspectd.", default=None)
+    backend: Literal["torch", "onnxruntime"] = doc(
+        "Inference runtime: `torch` (PyTorch, CPU or CUDA) or `onnxruntime` (an exported ONNX "
+        "model).", default="torch")
+    device: Literal["cpu", "cuda", "auto"] = doc(
+        "Where the model runs: `cpu`, `cuda` (an error if no CUDA device is available), or `auto` "
+        "(CUDA when available, else CPU).", default="auto")
+    half: bool = doc(
+        "Run the model in half precision (fp16) on CUDA: about twice as fast, same detections "
+        "within rounding. Ignored on CPU.", default=True)
+    threads: int = doc(
+        "CPU threads the backend may use for one frame; 0 = the runtime's default (all cores). "
+        "On a shared machine, leave cores for acquisition and the bus.", default=0)
+    tile_overlap_px: int = doc(
+        "Minimum overlap, in frame pixels, between neighbouring tiles. A defect narrower than the "
+        "overlap is seen whole by at least one tile; wider ones are cut by tile edges and fused "
+        "back into one box. Must be less than the model's input size.", default=32)
+    conf_threshold: float = doc(
+        "Detections scoring below this (objectness x class probability) are discarded before "
+        "NMS. Kept below the merge rules' min_score so that weak boxes can still confirm a "
+        "segmented region.", default=0.1)
+    iou_threshold: float = doc(
+        "NMS within a tile: a box overlapping a better box of its class by more than this IoU "
+        "is suppressed.", default=0.45)
+    max_det: int = doc("Most detections kept per tile after NMS.", default=100)
+    fuse_edge_px: float = doc(
+        "Cross-tile fusion: a box within this many pixels of an inner tile edge counts as cut by "
+        "it, and two parts of one defect may be this far apart and still be joined.", default=8.0)
+    fuse_duplicate_overlap: float = doc(
+        "Cross-tile fusion: boxes of one class from two tiles are the same defect when their "
+        "intersection covers at least this fraction of the smaller box.", default=0.6)
+    pad: Literal["mean", "reflect", "constant"] = doc(
+        "How a frame smaller than the model input is padded (the frame is centred in the tile): "
+        "`mean` (the frame's mean grey, as training pads its 200 x 200 images to the input "
+        "size), `reflect` (mirror the strip's own texture) or `constant` (`pad_value`).",
+        default="mean")
+    pad_value: int = doc("Grey level of `constant` padding.", default=114)
+
+    def validate(self, where: str, prefix: str = "") -> None:
+        p = f"{prefix}." if prefix else ""
+        if self.threads < 0:
+            fail(where, p + "threads", f"must be >= 0 (0 = default), got {self.threads}")
+        if self.tile_overlap_px < 0:
+            fail(where, p + "tile_overlap_px", f"must be >= 0, got {self.tile_overlap_px}")
+        for name in ("conf_threshold", "iou_threshold", "fuse_duplicate_overlap"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                fail(where, p + name, f"expected a value between 0 and 1, got {v!r}")
+        if self.max_det < 1:
+            fail(where, p + "max_det", f"must be >= 1, got {self.max_det}")
+        if self.fuse_edge_px < 0:
+            fail(where, p + "fuse_edge_px", f"must be >= 0, got {self.fuse_edge_px}")
+        if not 0 <= self.pad_value <= 255:
+            fail(where, p + "pad_value", f"expected a grey level 0..255, got {self.pad_value}")
+
+
+@dataclass(slots=True)
+class _SizeState:
+    """Everything that depends only on the frame's shape, built once per shape."""
+
+    shape: tuple[int, ...]
+    grid: TileGrid
+    cutter: TileCutter
+    stitcher: SegStitcher
+
+
+class InferenceStage:
+    """Turns frames into verdicts with one backend call per frame.
+
+    ``process(frame)`` returns the ``Verdict``. ``process_with_mask(frame)`` also returns
+    the frame's segmentation label map (H x W uint8, index into
+    ``backend.seg_class_names``, 0 = background), a copy the caller owns, for annotation.
+    """
+
+    def __init__(self, backend: Backend, cfg: InferenceConfig, merge: MergeConfig):
+        self.backend = backend
+        self.cfg = cfg
+        self.merge = merge
+        th, tw = (int(s) for s in backend.input_size)
+        if cfg.tile_overlap_px >= min(th, tw):
+            raise InspectdError(
+                f"inference.tile_overlap_px: {cfg.tile_overlap_px} must be less than the model input "
+                f"size {th}x{tw}")
+        self.tile_size = (th, tw)
+        self.class_names = list(backend.class_names)
+        self.seg_class_names = list(backend.seg_class_names)
+        check_rules_against_model(merge, self.class_names, self.seg_class_names)
+        self._state: _SizeState | None = None
+        # Imported here so that importing this module (e.g. for config docs) stays light.
+        import torch
+        from inspectd.model.decode import postprocess
+        self._torch = torch
+        self._postprocess = postprocess
+
+    # -- per-size state ---------------------------------------------------------------------
+    def _state_for(self, image: np.ndarray) -> _SizeState:
+        st = self._state
+        if st is not None and st.shape == image.shape:
+            return st
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) \
+                or image.shape[0] < 1 or image.shape[1] < 1:
+            raise InspectdError(
+                f"frame: expected a uint8 H x W (Mono8) or H x W x 3 (BGR) image, got {image.dtype} {image.shape}")
+        th, tw = self.tile_size
+        grid = TileGrid.build(image.shape[0], image.shape[1], th, tw, self.cfg.tile_overlap_px)
+        cutter = TileCutter(grid, image.shape, int(self.backend.channels),
+                            pad=self.cfg.pad, pad_value=self.cfg.pad_value)
+        self._state = _SizeState(tuple(image.shape), grid, cutter, SegStitcher(grid))
+        return self._state
+
+    # -- the hot path -------------------------------------------------------------------------
+    def _run(self, frame: Frame) -> tuple[Verdict, np.ndarray]:
+        start = time.monotonic_ns()
+        st = self._state_for(frame.image)
+        batch = st.cutter.cut(frame.image)
+        det, seg = self.backend.infer(batch)
+        boxes, scores, classes = self._detections(det, st.grid)
+        labels, conf = st.stitcher.stitch(seg)
+        defects, status = merge_frame((boxes, scores, classes), (labels, conf), self.merge,
+                                      self.class_names, self.seg_class_names)
+        verdict = Verdict(FrameMeta.of(frame), status, defects, start, time.monotonic_ns())
+        return verdict, labels
+
+    def _detections(self, det: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-tile decoding + NMS, then frame coordinates and cross-tile fusion."""
+        cfg = self.cfg
+        per_tile = self._postprocess(self._torch.from_numpy(np.ascontiguousarray(det, dtype=np.float32)),
+                                     cfg.conf_threshold, cfg.iou_threshold, cfg.max_det)
+        counts = [len(p) for p in per_tile]
+        if sum(counts) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        allp = self._torch.cat(per_tile).numpy()
+        tile_idx = np.repeat(np.arange(len(per_tile)), counts)
+        boxes = boxes_to_frame(allp[:, :4], tile_idx, grid)
+        # Boxes that lay wholly in the padding of a small frame have nothing left after clipping.
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        fused = fuse_cross_tile(boxes[keep], allp[keep, 4], allp[keep, 5].astype(np.int64), tile_idx[keep],
+                                grid, cfg.fuse_edge_px, cfg.fuse_duplicate_overlap)
+        return fused.boxes, fused.scores, fused.classes
+
+    def process(self, frame: Frame) -> Verdict:
+        return self._run(frame)[0]
+
+    def process_with_mask(self, frame: Frame) -> tuple[Verdict, np.ndarray]:
+        verdict, labels = self._run(frame)
+        return verdict, labels.copy()
+
+    def close(self) -> None:
+        self.backend.close()
