@@ -32,6 +32,7 @@ class NotifyListener:
             except OSError:
                 return
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            fields["_t"] = time.monotonic()    # arrival time (not part of the protocol)
             with self._cond:
                 self.messages.append(fields)
                 self._cond.notify_all()
@@ -58,3 +59,7 @@ class NotifyListener:
         self._stop = True
         self._thread.join(timeout=5)
         self.sock.close()
+
+
+def strip_times(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in m.items() if k != "_t"} for m in messages]

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from inspectd.runtime.notify import Notifier
-from notify_listener import NotifyListener
+from notify_listener import NotifyListener, strip_times
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_messages_arrive_in_order(listener):
     assert n.watchdog()
     assert n.stopping()
     assert listener.wait_for(lambda m: len(m) == 4, timeout=10)
-    assert listener.messages == [
+    assert strip_times(listener.messages) == [
         {"READY": "1", "STATUS": "inspecting"},
         {"STATUS": "inspected 3 rejects 1"},   # one line: STATUS must not break the datagram
         {"WATCHDOG": "1"},
@@ -39,7 +39,7 @@ def test_abstract_namespace_address():
     try:
         n = Notifier(lst.env())
         assert n.ready()
-        assert lst.wait_for(lambda m: m == [{"READY": "1"}], timeout=10)
+        assert lst.wait_for(lambda m: strip_times(m) == [{"READY": "1"}], timeout=10)
     finally:
         lst.close()
 
@@ -70,3 +70,56 @@ def test_watchdog_interval_is_half_of_watchdog_usec(listener):
     assert Notifier(env).watchdog_interval_s is None
     env["WATCHDOG_PID"] = str(os.getpid())
     assert Notifier(env).watchdog_interval_s == pytest.approx(1.0)
+
+
+def test_pipeline_speaks_the_protocol_in_order(tmp_path, listener):
+    """READY once frames flow, STATUS while running, WATCHDOG only while frames are
+    inspected (none while the model is stalled), STOPPING last."""
+    import threading
+    import time
+
+    from inspectd.config import default_config
+    from inspectd.runtime.pipeline import Pipeline
+    from inspectd.runtime.ringbuffer import OverflowPolicy
+    from stand_ins import ThresholdBackend, write_video
+
+    video = tmp_path / "r.avi"
+    write_video(video, 50)
+    cfg = default_config()
+    cfg.source.path, cfg.source.loop = str(video), True
+    cfg.ring.policy = OverflowPolicy.block
+    cfg.service.status_interval_s = 0.1
+    backend = ThresholdBackend(delay_s=0.01)
+    backend.gate = threading.Event()
+    backend.gate.set()
+    notifier = Notifier(listener.env(watchdog_usec=200_000))    # ping every 0.1 s
+    assert notifier.watchdog_interval_s == pytest.approx(0.1)
+    pipe = Pipeline(cfg, backend=backend, notifier=notifier, handle_signals=False)
+    runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
+    runner.start()
+    try:
+        pings = lambda m: sum("WATCHDOG" in x for x in m)   # noqa: E731
+        assert listener.wait_for(lambda m: pings(m) >= 3 and any("STATUS" in x and "READY" not in x for x in m))
+        # Stall the model: frames stop being inspected, the watchdog must go quiet.
+        backend.gate.clear()
+        stalled_at = time.monotonic()
+        time.sleep(2.5)    # absence of pings can only be observed over time
+        quiet_from = stalled_at + 1.0     # a ping for progress made just before the stall may still come
+        late = [m for m in listener.messages if "WATCHDOG" in m and quiet_from <= m["_t"]]
+        assert late == []
+        assert any("STATUS" in m and m["_t"] > quiet_from for m in listener.messages)   # still alive
+        n_before = pings(listener.messages)
+        backend.gate.set()
+        assert listener.wait_for(lambda m: pings(m) > n_before)                   # progress: pings again
+    finally:
+        backend.gate.set()
+        pipe.request_stop()
+        runner.join(60)
+    assert pipe.result.exit_code == 0
+    assert listener.wait_for(lambda m: "STOPPING" in m[-1], timeout=10)
+    msgs = listener.messages
+    kinds = [next(k for k in ("READY", "STOPPING", "WATCHDOG", "STATUS") if k in m) for m in msgs]
+    assert kinds[0] == "READY" and kinds.count("READY") == 1
+    assert kinds[-1] == "STOPPING" and kinds.count("STOPPING") == 1
+    assert set(kinds[1:-1]) == {"STATUS", "WATCHDOG"}
+    assert msgs[0]["STATUS"].startswith("inspected ")

@@ -1,0 +1,157 @@
+"""``inspectd replay``: a recording (video file or image folder) through the service's pipeline."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+NAME = "replay"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="run a recording through the inspection pipeline",
+        description=(
+            "Run a recording through the same pipeline as the service (ring buffer, inference, "
+            "merge, event bus), as fast as it goes unless --realtime. Unlike `run`, the ring "
+            "buffer's policy is `block` by default, so that every frame of the recording is "
+            "inspected (give --policy to replay with the config's overflow behaviour). Prints a "
+            "progress line while it runs (in a terminal) and a summary at the end. SIGINT or "
+            "SIGTERM stops it cleanly: frames already read are inspected and written."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="a video file, or a folder of images (replayed in file-name order)")
+    p.add_argument("--config", metavar="FILE",
+                   help="daemon config (YAML) for everything else (default: the built-in defaults, docs/config.md)")
+    p.add_argument("--model", metavar="CKPT", help="model checkpoint (default: inference.model, else the shipped model)")
+    p.add_argument("--out", metavar="JSONL",
+                   help="write every verdict, exactly as published, as one JSON object per line ('-': stdout)")
+    p.add_argument("--publish", metavar="ADDRESS", help="also publish on the event bus at ADDRESS, e.g. tcp://*:5555")
+    p.add_argument("--annotate", metavar="OUT.mp4",
+                   help="write a video with boxes, masks and verdicts drawn on the frames (.mp4 or .avi)")
+    p.add_argument("--realtime", action="store_true", help="pace the frames at the recording's frame rate")
+    p.add_argument("--loop", action="store_true", help="start again at the end, until interrupted")
+    p.add_argument("--policy", choices=["config", "block", "drop_oldest", "drop_newest"], default="block",
+                   help="ring-buffer overflow policy: 'block' (default: nothing is skipped), "
+                        "'config' (the config's ring.policy, as the service would), or a policy name")
+    p.add_argument("--camera", metavar="ID", help="camera id to put in the events (default: the config's)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
+                   help="log level (default: warning, so that the progress line and summary stay readable)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress line and no summary")
+    p.set_defaults(func=run)
+
+
+class JsonLinesTap:
+    """The publisher's tap: every verdict message, as sent, one JSON object per line."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self.lines = 0
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, topic: str, payload: dict[str, Any]) -> None:
+        if not _is_verdict(topic, payload):
+            return
+        with self._lock:
+            self.stream.write(json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n")
+            self.lines += 1
+
+
+def _is_verdict(topic: str | bytes, payload: dict[str, Any]) -> bool:
+    if isinstance(topic, bytes):
+        topic = topic.decode("utf-8", "replace")
+    kind = payload.get("type") or payload.get("kind")
+    if kind is not None:
+        return kind == "verdict"
+    return topic.split("/")[0] == "verdict" or topic.endswith("/verdict") or "/verdict" in topic
+
+
+def _progress(pipeline) -> None:
+    c = pipeline.counters()
+    sys.stderr.write(
+        f"\r\033[Kframes {c['inspected']}  {c['fps']:.1f} fps  rejects {c['rejects']}  "
+        f"uninspected {c['uninspected']}  queued {c['queued']}"
+    )
+    sys.stderr.flush()
+
+
+def _summary(file: str, c: dict[str, Any], result, out: str | None, annotated: Path | None) -> str:
+    lines = [
+        f"replay {file}: {c['inspected']} frames inspected in {c['elapsed_s']:.1f} s ({c['fps']:.1f} fps), "
+        f"{c['rejects']} rejected, {c['uninspected']} uninspected"
+        + (" (stopped early)" if result.reason != "end-of-stream" else ""),
+    ]
+    if c["rejects_by_class"]:
+        lines.append("  rejects by class: " + ", ".join(f"{k} {v}" for k, v in sorted(c["rejects_by_class"].items())))
+    if c["uninspected_by_reason"]:
+        lines.append("  uninspected: " + ", ".join(f"{k} {v}" for k, v in sorted(c["uninspected_by_reason"].items())))
+    if out and out != "-":
+        lines.append(f"  verdicts: {out}")
+    if annotated is not None:
+        lines.append(f"  annotated video: {annotated}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspectd.commands.options import apply_common_overrides
+    from inspectd.config import default_config, load_config
+    from inspectd.errors import InspectdError
+    from inspectd.logging_setup import configure_logging
+
+    cfg = load_config(args.config) if args.config else default_config()
+    src = Path(args.file).expanduser()
+    if not src.exists():
+        raise InspectdError(f"recording {args.file}: not found")
+    cfg.source.kind = "folder" if src.is_dir() else "video"
+    cfg.source.path = str(src.resolve())
+    cfg.source.loop = bool(args.loop)
+    if args.policy != "config":
+        from inspectd.runtime.ringbuffer import OverflowPolicy
+        cfg.ring.policy = OverflowPolicy(args.policy)
+    apply_common_overrides(cfg, args)
+    cfg.log.level = args.log_level
+    if args.log_format:
+        cfg.log.format = args.log_format
+    configure_logging(cfg.log)
+
+    out_stream: IO[str] | None = None
+    tap = None
+    if args.out:
+        if args.out == "-":
+            out_stream = sys.stdout
+        else:
+            out_path = Path(args.out).expanduser()
+            if not out_path.parent.is_dir():
+                raise InspectdError(f"--out {args.out}: folder {out_path.parent} does not exist")
+            try:
+                out_stream = open(out_path, "w", encoding="utf-8", buffering=1)
+            except OSError as exc:
+                raise InspectdError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+        tap = JsonLinesTap(out_stream)
+
+    from inspectd.runtime.pipeline import Pipeline
+
+    interactive = not args.quiet and sys.stderr.isatty()
+    try:
+        pipeline = Pipeline(
+            cfg, realtime=args.realtime, tap=tap, annotate_path=args.annotate,
+            on_tick=_progress if interactive else None,
+        )
+        result = pipeline.run()
+    finally:
+        if out_stream is not None and out_stream is not sys.stdout:
+            out_stream.close()
+    if interactive:
+        sys.stderr.write("\r\033[K")
+    if result.error is not None and isinstance(result.error, InspectdError):
+        raise result.error
+    if not args.quiet:
+        annotated = pipeline.annotator.path if pipeline.annotator is not None else None
+        print(_summary(args.file, result.counters, result, args.out, annotated), file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,51 @@
+"""``inspectd run``: the inspection service, as systemd (or a terminal) runs it."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "run"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="run the inspection service from a config file",
+        description=(
+            "Run the inspection service: frames from the configured source go through the "
+            "ring buffer and the model, and every verdict (and every uninspected frame) is "
+            "published on the event bus. Under systemd (Type=notify) it reports READY, STATUS, "
+            "WATCHDOG and STOPPING over NOTIFY_SOCKET. SIGTERM or SIGINT: stop acquiring, "
+            "finish the frames in flight, publish their verdicts, exit 0; a fatal error exits "
+            "non-zero so that systemd restarts the service."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the daemon config (YAML); see docs/config.md")
+    p.add_argument("--camera", metavar="ID", help="override the config's camera id (the template unit passes %%i)")
+    p.add_argument("--publish", metavar="ADDRESS",
+                   help="override bus.publish: the ZeroMQ address to bind, e.g. tcp://*:5555")
+    p.add_argument("--model", metavar="CKPT", help="override inference.model")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspectd.commands.options import apply_common_overrides
+    from inspectd.config import load_config
+    from inspectd.logging_setup import configure_logging
+
+    cfg = load_config(args.config)
+    apply_common_overrides(cfg, args)
+    if args.log_format:
+        cfg.log.format = args.log_format
+    if args.log_level:
+        cfg.log.level = args.log_level
+    configure_logging(cfg.log)
+
+    from inspectd.runtime.pipeline import Pipeline
+
+    pipeline = Pipeline(cfg, realtime=False)
+    result = pipeline.run()
+    if result.error is not None and hasattr(result.error, "exit_code"):
+        raise result.error
+    return result.exit_code

@@ -1,0 +1,443 @@
+"""The running service: source -> ring buffer -> inference -> publisher, and its supervisor.
+
+Threads::
+
+    acquisition (AcquisitionThread)  source.read() -> ring.put()      overflow -> on_drop
+    inference   (this module)        ring.get() -> stage.process() -> publisher.publish_verdict()
+                                     -> ring.release()
+    publisher   (EventPublisher)     owns the ZeroMQ socket; calls the --out tap
+    annotate    (Annotator, opt.)    draws and encodes the annotated video
+    main        (Pipeline.run)       supervisor: signals, systemd notify, status, errors
+
+Every frame offered to the ring ends as exactly one verdict or one uninspected event:
+``captured == verdicts + uninspected`` is checked when the pipeline stops.
+
+Shutdown (SIGTERM, SIGINT, end of the recording, or a fatal error in any thread): stop
+acquiring (the acquisition thread closes the ring), finish the frame being inspected,
+inspect the queued frames within ``service.shutdown_grace_s`` (or report them at once,
+``service.shutdown_queued: report``), report what is left as uninspected, flush the
+publisher, tell systemd STOPPING. A second signal skips the remaining queued frames.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+
+from inspectd.config import DaemonConfig
+from inspectd.errors import InspectdError
+from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.notify import Notifier
+from inspectd.runtime.ringbuffer import RingBuffer
+from inspectd.runtime.verdict import Verdict
+
+log = structlog.get_logger("inspectd.pipeline")
+
+Tap = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class PipelineResult:
+    exit_code: int
+    reason: str                       # "end-of-stream", "signal", "error"
+    counters: dict[str, Any]
+    error: BaseException | None = None
+
+
+@dataclass
+class _Tally:
+    """Counts kept by the pipeline itself (the ring keeps its own)."""
+
+    verdicts: int = 0
+    rejects: int = 0
+    uninspected: int = 0
+    not_published: int = 0        # verdicts the publisher could not queue (seq gap on the bus)
+    uninspected_by_reason: Counter = field(default_factory=Counter)
+    rejects_by_class: Counter = field(default_factory=Counter)
+    defects_by_class: Counter = field(default_factory=Counter)
+    last_index: int = -1
+
+
+class Pipeline:
+    """One camera's inspection pipeline; ``run()`` blocks until it has stopped.
+
+    The stages are built from ``cfg`` unless given (tests pass a slow backend or a
+    prepared source). ``tap(topic, payload)`` sees every message the publisher sends,
+    from the publisher's thread. ``on_tick(pipeline)`` is called by the supervisor about
+    every ``service.status_interval_s`` (replay's progress line).
+    """
+
+    def __init__(
+        self,
+        cfg: DaemonConfig,
+        *,
+        realtime: bool = False,
+        backend: Any = None,
+        source: Any = None,
+        tap: Tap | None = None,
+        annotate_path: str | None = None,
+        notifier: Notifier | None = None,
+        on_tick: Callable[["Pipeline"], None] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.realtime = realtime
+        self._tap = tap
+        self._on_tick = on_tick
+        self._handle_signals = handle_signals
+        self.notifier = notifier if notifier is not None else Notifier(enabled=cfg.service.notify)
+        self.tally = _Tally()
+        self._lock = threading.Lock()
+        self._stop_requested = threading.Event()     # a signal, or a fatal error
+        self._hurry = threading.Event()              # report queued frames instead of inspecting
+        self._wake = threading.Event()               # wakes the supervisor early
+        self._shutting_down = False
+        self._drop_reason = "overflow"    # why the ring gives up frames: overflow, shutdown, error
+        self._signals = 0
+        self._errors: list[tuple[str, BaseException]] = []
+        self._started_ns = 0
+        self._stopped_ns = 0
+        self._inference_thread: threading.Thread | None = None
+
+        # Build everything that can fail on bad input before any thread starts, so that
+        # a missing file or model is one clear error and nothing is left running.
+        from inspectd.bus.messages import EventEncoder
+        from inspectd.bus.publisher import EventPublisher
+        from inspectd.line import position_fn
+        from inspectd.runtime.acquisition import AcquisitionThread
+        from inspectd.runtime.inference import InferenceStage
+        from inspectd.runtime.sources import open_source
+
+        self.annotator = None
+        self.publisher = None
+        self.backend = backend
+        self.source = None
+        self._acq_stop = threading.Event()
+        try:
+            if annotate_path is not None:
+                from inspectd.runtime.annotate import Annotator
+                self.annotator = Annotator(annotate_path, fps=10.0)   # checks the name first; fps set below
+            self.source = source if source is not None else open_source(cfg.source, cfg.camera, None)
+            if getattr(self.source, "position", None) is None:
+                # A frame's strip position follows from its index once the frame height is known.
+                self.source.position = position_fn(cfg.line, int(self.source.frame_shape[0]))
+            if self.annotator is not None and self.source.nominal_fps:
+                self.annotator.sink.fps = float(self.source.nominal_fps)
+            if self.backend is None:
+                from inspectd.backends import create_backend
+                self.backend = create_backend(cfg.inference)
+            self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
+            if self.annotator is not None:
+                self.annotator.seg_class_names = list(self.stage.seg_class_names)
+            self.ring = RingBuffer.from_config(cfg.ring, on_drop=self._on_drop,
+                                               shape=tuple(self.source.frame_shape))
+            self.acquisition = AcquisitionThread(self.source, self.ring, self._acq_stop, realtime=realtime,
+                                                 on_lost=self._on_lost)
+            self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=tap,
+                                            status_source=self._status_payload)
+            self.publisher.start()    # binds the socket: a bad or busy address fails here
+        except BaseException:
+            self._close_all()
+            raise
+
+    def _close_all(self) -> None:
+        """Undo a half-built pipeline (a constructor that failed)."""
+        if self.publisher is not None:
+            self.publisher.close(0.5)
+        if self.annotator is not None:
+            self._close_quietly(self.annotator, "close")
+        if self.backend is not None:
+            self._close_quietly(self.backend, "close")
+        if self.source is not None:
+            self._close_quietly(self.source, "stop")
+
+    # -- wiring helpers --------------------------------------------------------------
+    def _on_drop(self, meta: FrameMeta) -> None:
+        """Every frame the ring gives up on: announce it downstream as uninspected."""
+        self._uninspected(meta, self._drop_reason)
+
+    def _on_lost(self, meta: FrameMeta) -> None:
+        """A frame the camera lost (frame-id gap): it never reached the ring."""
+        self._uninspected(meta, "camera_lost")
+
+    def _uninspected(self, meta: FrameMeta, reason: str) -> None:
+        with self._lock:
+            self.tally.uninspected += 1
+            self.tally.uninspected_by_reason[reason] += 1
+        self.publisher.publish_dropped(meta, reason)
+
+    # -- inference thread ------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        ring, stage = self.ring, self.stage
+        try:
+            while not self._hurry.is_set():
+                frame = ring.get(timeout=0.1)
+                if frame is None:
+                    if ring.closed and self._drained():
+                        return
+                    continue
+                self._inspect(frame)
+        except BaseException as exc:  # noqa: BLE001 - handed to the supervisor
+            self._fail("inference", exc)
+        finally:
+            self._report_rest()
+            self._wake.set()
+
+    def _drained(self) -> bool:
+        # After close, get() returns None at once only when nothing is queued or being
+        # written; a put that was copying while the ring closed is waited for here.
+        frame = self.ring.get(timeout=5.0)
+        if frame is None:
+            return True
+        self._inspect(frame)
+        return False
+
+    def _inspect(self, frame: Frame) -> None:
+        inspected = False
+        try:
+            if self.annotator is not None:
+                verdict, labels = self.stage.process_with_mask(frame)
+                self.annotator.submit(frame.image.copy(), verdict, labels)
+            else:
+                verdict = self.stage.process(frame)
+            if not self.publisher.publish_verdict(verdict, frame.image):
+                with self._lock:
+                    self.tally.not_published += 1
+            inspected = True
+            self._count(verdict)
+        except BaseException:
+            self._drop_reason = "error"
+            raise
+        finally:
+            self.ring.release(frame, inspected=inspected)
+
+    def _count(self, verdict: Verdict) -> None:
+        with self._lock:
+            t = self.tally
+            t.verdicts += 1
+            if t.verdicts == 1:
+                self._wake.set()     # READY goes out now, not at the next tick
+            t.last_index = verdict.meta.index
+            for d in verdict.defects:
+                t.defects_by_class[d.cls] += 1
+            if verdict.status == "reject":
+                t.rejects += 1
+                for cls in {d.cls for d in verdict.defects if d.rejects} or {d.cls for d in verdict.defects}:
+                    t.rejects_by_class[cls] += 1
+        mode = self.cfg.log.verdicts
+        if mode == "all" or (mode == "rejects" and verdict.status == "reject"):
+            log.info(
+                "verdict", frame=verdict.meta.index, status=verdict.status,
+                defects=[f"{d.cls}:{d.score:.2f}" for d in verdict.defects],
+            )
+
+    def _report_rest(self) -> None:
+        """Whatever is still queued when inspection stops early is reported uninspected."""
+        if self._drop_reason == "overflow":
+            self._drop_reason = "shutdown"
+        self._acq_stop.set()
+        self.ring.close(drop_queued=True)
+
+    # -- errors and signals ----------------------------------------------------------
+    def _fail(self, where: str, exc: BaseException) -> None:
+        with self._lock:
+            first = not self._errors
+            self._errors.append((where, exc))
+        self._drop_reason = "error"
+        if first:
+            if isinstance(exc, InspectdError):
+                log.error("pipeline_failed", stage=where, error=str(exc))
+            else:
+                log.error("pipeline_failed", stage=where, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        self._stop_requested.set()
+        self._hurry.set()
+        self._wake.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self._hurry.set()    # second signal: do not wait for the queued frames
+        self._stop_requested.set()
+        self._wake.set()
+
+    def request_stop(self, hurry: bool = False) -> None:
+        """Stop as SIGTERM would (for embedding and tests)."""
+        if hurry:
+            self._hurry.set()
+        self._stop_requested.set()
+        self._wake.set()
+
+    # -- counters --------------------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        ring = self.ring.counters()
+        with self._lock:
+            t = self.tally
+            out = {
+                "captured": ring.captured,
+                "inspected": t.verdicts,
+                "rejects": t.rejects,
+                "uninspected": t.uninspected,
+                "not_published": t.not_published,
+                "queued": ring.queued,
+                "in_flight": ring.in_flight,
+                "max_queued": ring.max_queued,
+                "rejects_by_class": dict(t.rejects_by_class),
+                "uninspected_by_reason": dict(t.uninspected_by_reason),
+            }
+        now = self._stopped_ns or time.monotonic_ns()
+        elapsed = (now - self._started_ns) / 1e9 if self._started_ns else 0.0
+        out["elapsed_s"] = round(elapsed, 3)
+        out["fps"] = round(out["inspected"] / elapsed, 2) if elapsed > 0 else 0.0
+        return out
+
+    def status_line(self, c: dict[str, Any] | None = None) -> str:
+        c = c or self.counters()
+        return (f"inspected {c['inspected']}, rejects {c['rejects']}, uninspected {c['uninspected']}, "
+                f"queued {c['queued']}, {c['fps']:.1f} fps")
+
+    # -- supervisor ------------------------------------------------------------------
+    def run(self) -> PipelineResult:
+        svc = self.cfg.service
+        old_handlers = {}
+        if self._handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old_handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            return self._supervise(svc)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+
+    def _supervise(self, svc) -> PipelineResult:
+        notifier = self.notifier
+        wd_interval = notifier.watchdog_interval_s
+        tick = min(svc.status_interval_s, wd_interval or svc.status_interval_s, 0.5)
+
+        self._started_ns = time.monotonic_ns()
+        self._inference_thread = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        self._inference_thread.start()
+        self.acquisition.start()
+        log.info("pipeline_started", camera=self.cfg.camera, source=str(getattr(self.cfg.source, "path", "") or ""),
+                 backend=getattr(self.backend, "name", "?"), policy=self.ring.policy.value)
+
+        ready = False
+        reason = "end-of-stream"
+        last_status = 0.0
+        last_ping = time.monotonic()
+        inspected_at_ping = 0
+        shutdown_deadline: float | None = None
+
+        while True:
+            self._wake.wait(tick)
+            self._wake.clear()
+            now = time.monotonic()
+            self._collect_errors()
+
+            c = self.counters()
+            if not ready and not self._shutting_down and (c["inspected"] > 0 or svc.ready_when == "started"):
+                ready = True
+                notifier.ready(self.status_line(c))
+                log.info("ready", inspected=c["inspected"])
+            # After STOPPING=1 systemd no longer expects pings (the stop has its own timeout).
+            if wd_interval is not None and not self._shutting_down and now - last_ping >= wd_interval:
+                idle = c["queued"] == 0 and c["in_flight"] == 0
+                if c["inspected"] > inspected_at_ping or (svc.watchdog_when_idle and idle and not self._errors):
+                    notifier.watchdog()
+                    last_ping, inspected_at_ping = now, c["inspected"]
+            if now - last_status >= svc.status_interval_s:
+                last_status = now
+                if ready and not self._shutting_down:
+                    notifier.status(self.status_line(c))
+                if self._on_tick is not None:
+                    self._on_tick(self)
+
+            if self._stop_requested.is_set() and not self._shutting_down:
+                reason = "error" if self._errors else "signal"
+                self._begin_shutdown(reason)
+                shutdown_deadline = now + (0.0 if svc.shutdown_queued == "report" else svc.shutdown_grace_s)
+            elif not self._shutting_down and self.ring.closed:
+                # The acquisition thread closed the ring: end of the recording.
+                self._begin_shutdown("end-of-stream")
+            if shutdown_deadline is not None and now >= shutdown_deadline and not self._hurry.is_set():
+                if self.ring.counters().queued:
+                    log.warning("shutdown_grace_expired", queued=self.ring.counters().queued)
+                self._hurry.set()
+
+            if not self._inference_thread.is_alive():
+                break
+
+        return self._finish(reason)
+
+    def _begin_shutdown(self, reason: str) -> None:
+        self._shutting_down = True
+        if self._drop_reason == "overflow":
+            self._drop_reason = "shutdown"
+        log.info("shutdown_started", reason=reason, **{k: v for k, v in self.counters().items()
+                                                       if k in ("inspected", "queued", "in_flight")})
+        self.notifier.stopping(f"stopping ({reason}): {self.status_line()}")
+        self._acq_stop.set()
+
+    def _collect_errors(self) -> None:
+        acq_err = getattr(self.acquisition, "error", None)
+        if acq_err is not None and not any(w == "acquisition" for w, _ in self._errors):
+            self._fail("acquisition", acq_err)
+        if self.annotator is not None and self.annotator.error is not None \
+                and not any(w == "annotate" for w, _ in self._errors):
+            self._fail("annotate", self.annotator.error)
+
+    def _status_payload(self, c: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The counters of a ``status`` event (the publisher asks for them on its thread)."""
+        payload = dict(c or self.counters())
+        payload["acquisition"] = self.acquisition.stats()
+        return payload
+
+    def _finish(self, reason: str) -> PipelineResult:
+        if not self._shutting_down:
+            self._begin_shutdown(reason)
+        self.acquisition.join(timeout=10.0)
+        if self.acquisition.is_alive():
+            log.error("acquisition_stuck", hint="the source did not return from read() within 10 s")
+        self._collect_errors()
+        self.ring.close(drop_queued=True)    # a put that raced the close is reported too
+        self._stopped_ns = time.monotonic_ns()
+
+        if self.annotator is not None:
+            try:
+                self.annotator.close()
+            except BaseException as exc:  # noqa: BLE001
+                self._fail("annotate", exc)
+        final = self.counters()
+        self.publisher.publish_status(self._status_payload(final))
+        if not self.publisher.close(self.cfg.service.flush_timeout_s):
+            log.warning("publisher_not_flushed", timeout_s=self.cfg.service.flush_timeout_s)
+        self._close_quietly(self.backend, "close")
+
+        ring = self.ring.counters()
+        lost = final["uninspected_by_reason"].get("camera_lost", 0)
+        accounted = final["inspected"] + final["uninspected"] - lost
+        ok = ring.captured == accounted and ring.queued == 0 and ring.in_flight == 0 \
+            and ring.inspected == final["inspected"]
+        log_fn = log.info if ok else log.error
+        log_fn("pipeline_stopped", reason=reason, frames_accounted=ok,
+               **{k: v for k, v in final.items() if k not in ("queued", "in_flight")})
+        error = self._errors[0][1] if self._errors else None
+        code = 0
+        if error is not None:
+            code = error.exit_code if isinstance(error, InspectdError) else 1
+        elif not ok:
+            code = 1
+        return PipelineResult(exit_code=code, reason="error" if error else reason, counters=final, error=error)
+
+    @staticmethod
+    def _close_quietly(obj: Any, method: str) -> None:
+        fn = getattr(obj, method, None)
+        if callable(fn):
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - already shutting down
+                log.warning("close_failed", what=type(obj).__name__, error=str(exc))
