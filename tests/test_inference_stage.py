@@ -20,6 +20,7 @@ from inspectd.runtime.frame import Frame
 from inspectd.runtime.inference import InferenceConfig, InferenceStage
 from inspectd.runtime.merge import MergeConfig
 from inspectd.runtime.tiling import TileGrid
+from lively_model import lively_model
 
 DET = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 SEG = ["background", "inclusion", "patches", "scratches"]
@@ -184,22 +185,7 @@ def test_stage_refuses_bad_frames_and_settings():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from inspectd.model.checkpoint import save_checkpoint
-    from inspectd.model.config import load_preset
-    from inspectd.model.network import build_model
-    torch.manual_seed(0)
-    cfg = load_preset("n")
-    model = build_model(cfg)
-    # A lively untrained net: BatchNorm statistics from one batch (else the activations of a
-    # fresh deep net fade and every pixel gets the same probabilities), confident boxes.
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(2, 1, 224, 224))
-        for conv in model.det_head.m:
-            conv.bias.view(model.det_head.na, -1)[:, 4:] += 3.0
-    model.eval()
+    model, _ = lively_model()
     return save_checkpoint(model, tmp_path_factory.mktemp("model") / "random-n.safetensors")
 
 

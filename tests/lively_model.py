@@ -1,0 +1,24 @@
+"""An untrained network whose outputs vary like a trained one's: for backend and stage tests."""
+from __future__ import annotations
+
+import torch
+
+
+def lively_model(preset: str = "n", seed: int = 0):
+    """The preset with random weights, BatchNorm statistics from one random batch (else the
+    activations of a fresh deep net fade and every pixel gets the same probabilities) and
+    confident boxes. Returns (model in eval mode, ModelConfig)."""
+    from inspectd.model.config import load_preset
+    from inspectd.model.network import build_model
+    torch.manual_seed(seed)
+    cfg = load_preset(preset)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, cfg.in_channels, *cfg.input_size))
+        for conv in model.det_head.m:
+            conv.bias.view(model.det_head.na, -1)[:, 4:] += 3.0
+    return model.eval(), cfg
