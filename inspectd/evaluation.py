@@ -11,7 +11,7 @@ unknown truth ignored (see ``inspectd.data.neu``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +92,58 @@ def measure_fps(graph: Callable, batch: int, channels: int, size: Sequence[int],
     return calls * batch / elapsed
 
 
+def score_batch(det_eval: DetectionEvaluator, cm: ConfusionMatrix, dets: Sequence[torch.Tensor],
+                seg: torch.Tensor, batch: dict[str, Any]) -> None:
+    """Add one batch: ``dets`` from ``postprocess``, ``seg`` [N, S, H, W] scores, ``batch`` from
+    ``inspectd.data.neu.collate`` (images placed at offset (0, 0), ``valid`` = their size)."""
+    import numpy as np
+
+    seg_pred = seg.argmax(1).cpu().numpy()
+    seg_true = batch["seg"].numpy()
+    for i, (h, w) in enumerate(batch["valid"]):
+        d = dets[i].float().cpu().numpy()
+        boxes = d[:, :4].copy()
+        # The daemon clips boxes to the frame; clip to the image's real extent likewise.
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        det_eval.add(boxes, d[:, 4], d[:, 5].astype(np.int64),
+                     batch["boxes"][i].numpy(), batch["classes"][i].numpy())
+        cm.update(seg_pred[i, :h, :w], seg_true[i, :h, :w])  # the image only, not the padding
+
+
+def collect_metrics(
+    graph: Callable,
+    loader: Iterable[dict[str, Any]],
+    class_names: list[str],
+    seg_class_names: list[str],
+    device: torch.device | str = "cpu",
+    conf_threshold: float = 0.001,
+    iou_threshold: float = 0.6,
+    max_det: int = 300,
+    operating_threshold: float = 0.25,
+    progress: Callable[[int], Any] | None = None,
+) -> tuple[DetectionMetrics, ConfusionMatrix]:
+    """Run ``graph`` (an ``InferenceGraph``) over ``loader`` (batches of ``neu.collate``) and score it.
+
+    Shared by ``evaluate`` and the trainer's validation, so both report the same numbers.
+    ``progress`` is called with the number of images after each batch.
+    """
+    import torch
+
+    from inspectd.model.decode import postprocess
+
+    det_eval = DetectionEvaluator(class_names)
+    cm = ConfusionMatrix(seg_class_names)
+    with torch.inference_mode():
+        for batch in loader:
+            det, seg = graph(batch["image"].to(device, non_blocking=True))
+            dets = postprocess(det, conf_thres=conf_threshold, iou_thres=iou_threshold, max_det=max_det)
+            score_batch(det_eval, cm, dets, seg, batch)
+            if progress is not None:
+                progress(len(batch["valid"]))
+    return det_eval.compute(operating_threshold), cm
+
+
 def evaluate(
     checkpoint: str | Path,
     data_dir: str | Path,
@@ -99,7 +151,7 @@ def evaluate(
     batch_size: int = 16,
     conf_threshold: float = 0.001,
     operating_threshold: float = 0.25,
-    iou_threshold: float = 0.45,
+    iou_threshold: float = 0.6,
     max_det: int = 300,
     device: str = "auto",
     workers: int = 0,
@@ -117,14 +169,12 @@ def evaluate(
     idle OpenMP threads spin). ``progress``: a tqdm bar on stderr (None: only when stderr is a
     terminal).
     """
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     from inspectd.data.neu import NeuDataset, collate
     from inspectd.model.checkpoint import load_checkpoint
-    from inspectd.model.decode import postprocess
     from inspectd.model.inference_graph import InferenceGraph
 
     if batch_size < 1:
@@ -152,26 +202,10 @@ def evaluate(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate, pin_memory=dev.type == "cuda")
 
-    det_eval = DetectionEvaluator(cfg.class_names)
-    cm = ConfusionMatrix(cfg.seg_class_names)
     bar = tqdm(total=len(dataset), desc="evaluate", unit="img", disable=None if progress is None else not progress)
-    with torch.inference_mode():
-        for batch in loader:
-            images = batch["image"].to(dev, non_blocking=True)
-            det, seg = graph(images)
-            dets = postprocess(det, conf_thres=conf_threshold, iou_thres=iou_threshold, max_det=max_det)
-            seg_pred = seg.argmax(1).cpu().numpy()
-            seg_true = batch["seg"].numpy()
-            for i, (h, w) in enumerate(batch["valid"]):
-                d = dets[i].float().cpu().numpy()
-                boxes = d[:, :4].copy()
-                # The daemon clips boxes to the frame; do the same to the image's real extent.
-                boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-                boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-                det_eval.add(boxes, d[:, 4], d[:, 5].astype(np.int64),
-                             batch["boxes"][i].numpy(), batch["classes"][i].numpy())
-                cm.update(seg_pred[i, :h, :w], seg_true[i, :h, :w])  # image at offset (0, 0)
-            bar.update(len(batch["stems"]))
+    detection, segmentation = collect_metrics(
+        graph, loader, cfg.class_names, cfg.seg_class_names, dev, conf_threshold=conf_threshold,
+        iou_threshold=iou_threshold, max_det=max_det, operating_threshold=operating_threshold, progress=bar.update)
     bar.close()
 
     speed: dict[str, float] = {}
@@ -197,7 +231,7 @@ def evaluate(
         "speed_measures": "inference graph only (uint8 in, decoded boxes and seg probabilities out; "
                           "no NMS, no data loading), float32, after warm-up",
     }
-    return EvalResult(det_eval.compute(operating_threshold), cm, speed, info)
+    return EvalResult(detection, segmentation, speed, info)
 
 
-__all__ = ["EvalResult", "evaluate", "measure_fps", "resolve_device"]
+__all__ = ["EvalResult", "collect_metrics", "evaluate", "measure_fps", "resolve_device", "score_batch"]

@@ -19,7 +19,34 @@ NEU = next((p for p in CANDIDATES if (p / "val.txt").is_file()), None)
 # A box-only class (crazing) and one masked image of each class with masks.
 STEMS = ["crazing_108", "inclusion_234", "patches_1", "scratches_1"]
 
-pytestmark = pytest.mark.skipif(NEU is None, reason="NEU data folder not found (set INSPECTD_NEU_DATA)")
+needs_neu = pytest.mark.skipif(NEU is None, reason="NEU data folder not found (set INSPECTD_NEU_DATA)")
+
+
+def test_score_batch_crops_padding_and_clips_boxes():
+    import torch
+
+    from inspectd.evaluation import score_batch
+    from inspectd.metrics.detection import DetectionEvaluator
+    from inspectd.metrics.segmentation import ConfusionMatrix
+
+    # One 6 x 5 (h x w) image on an 8 x 8 canvas. The prediction says class 1 everywhere on the
+    # padding and the truth there is ignore (255) anyway; a wrong label on the padding must not count.
+    seg_true = torch.full((1, 8, 8), 255, dtype=torch.long)
+    seg_true[0, :6, :5] = 0
+    seg_true[0, 0, 0] = 1
+    scores = torch.zeros(1, 2, 8, 8)
+    scores[0, 1] = 1.0  # class 1 everywhere...
+    scores[0, 0, :6, :5] = 2.0  # ...but background on the image
+    scores[0, 1, 0, 0] = 3.0
+    seg_true[0, 7, 7] = 0  # a (wrong) target in the padding: outside `valid`, so not scored
+    batch = {"seg": seg_true, "valid": [(6, 5)], "boxes": [torch.tensor([[1.0, 1.0, 5.0, 6.0]])],
+             "classes": [torch.tensor([0])]}
+    # The detection spills into the padding; clipped to the image it is the ground-truth box.
+    dets = [torch.tensor([[1.0, 1.0, 7.5, 8.0, 0.9, 0.0]])]
+    ev, cm = DetectionEvaluator(["a"]), ConfusionMatrix(["background", "x"])
+    score_batch(ev, cm, dets, scores, batch)
+    assert cm.matrix.tolist() == [[29, 0], [0, 1]]
+    assert ev.compute().ap[0].tolist() == [1.0] * 10  # IoU 1 after clipping (20 / 45.5 = 0.44 before)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +75,7 @@ def small_set(tmp_path_factory) -> Path:
     return root
 
 
+@needs_neu
 def test_evaluate_writes_table_json_and_plots(small_set, tmp_path):
     out = tmp_path / "val.json"
     plots = tmp_path / "plots"
@@ -86,6 +114,7 @@ def _run_cli(argv, capsys):
     return code, capsys.readouterr().err.strip()
 
 
+@needs_neu
 def test_bad_inputs_fail_with_one_line(small_set, tmp_path, capsys):
     model = str(small_set / "tiny.safetensors")
     code, err = _run_cli(["--data", str(tmp_path / "nope"), "--split", "val.txt", "--model", model], capsys)

@@ -63,8 +63,14 @@ def test_plots_write_png_files(tmp_path):
 
 
 def test_training_curve_groups():
-    assert metric_group("loss_det") == metric_group("train/loss_seg") == "loss"
-    assert metric_group("val_map50") == metric_group("map50_95") == "detection AP"
-    assert metric_group("val/miou") == metric_group("iou_inclusion") == "segmentation IoU"
+    # The trainer's row keys (inspectd/training/loop.py) and a few other spellings.
+    assert metric_group("train_box") == metric_group("train_seg") == metric_group("loss_det") == "loss"
+    assert metric_group("train/loss_seg") == "loss"
+    assert metric_group("val_map50") == metric_group("val_map50_95") == metric_group("ap50") == "mAP"
+    assert metric_group("val_ap50_crazing") == metric_group("ap50_rolled-in_scale") == "AP per class"
+    assert metric_group("val_miou") == metric_group("val/miou") == "mIoU"
+    assert metric_group("val_iou_inclusion") == "IoU per class"
+    assert metric_group("val_precision") == metric_group("val_recall") == "precision / recall"
     assert metric_group("lr") == metric_group("lr_pg0") == "learning rate"
-    assert metric_group("time/epoch_s") == "time" and metric_group("grad_norm") == "grad_norm"
+    assert metric_group("elapsed_s") == "time"
+    assert metric_group("grad/norm") == "grad" and metric_group("val_fitness") == "val_fitness"

@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="NMS confidence threshold; keep it low, AP needs the whole PR curve (default: 0.001)")
     p.add_argument("--operating-threshold", type=float, default=0.25, metavar="T",
                    help="score threshold where precision and recall are read (default: 0.25)")
-    p.add_argument("--iou", type=float, default=0.45, metavar="T",
-                   help="NMS IoU threshold (default: 0.45, the decoder's default)")
+    p.add_argument("--iou", type=float, default=0.6, metavar="T",
+                   help="NMS IoU threshold (default: 0.6, as the trainer's validation and YOLOv5's val use)")
     p.add_argument("--max-det", type=int, default=300, metavar="N", help="detections kept per image (default: 300)")
     p.add_argument("--device", default="auto",
                    help="'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N' (default: auto)")

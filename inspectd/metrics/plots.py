@@ -92,19 +92,25 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str | Path, normalize: bool
 
 _GROUPS = (
     (re.compile(r"(^|[_/])(lr|learning_rate)($|[_/])"), "learning rate"),
-    (re.compile(r"loss"), "loss"),
-    (re.compile(r"(^|[_/])m?ap(50|[_/]|$)"), "detection AP"),
-    (re.compile(r"(^|[_/])m?iou"), "segmentation IoU"),
+    (re.compile(r"loss|^train[_/]"), "loss"),
+    (re.compile(r"(^|[_/])(map|ap\d*$)"), "mAP"),
+    (re.compile(r"(^|[_/])ap\d*[_/]"), "AP per class"),
+    (re.compile(r"(^|[_/])(miou|pixel_acc)"), "mIoU"),
+    (re.compile(r"(^|[_/])iou[_/]"), "IoU per class"),
+    (re.compile(r"precision|recall"), "precision / recall"),
+    (re.compile(r"elapsed|(^|[_/])time($|[_/])"), "time"),
 )
 
 
 def metric_group(name: str) -> str:
-    """Which subplot a training-log key goes to.
+    """Which subplot a training-log key goes to, by its name (first rule that fits):
 
-    By the name: ``lr``/``learning_rate`` -> learning rate, anything with ``loss`` -> loss,
-    ``map...``/``ap...`` -> detection AP, ``miou``/``iou...`` -> segmentation IoU (each also
-    after a ``_`` or ``/`` prefix, e.g. ``val_map50``, ``train/loss_seg``). Other keys go to
-    the subplot of their ``group/`` prefix if they have one, else to one of their own.
+    ``lr``/``learning_rate`` -> learning rate; ``...loss...`` or ``train_...`` (the trainer's
+    loss parts) -> loss; ``map...``, ``ap50`` -> mAP; ``ap50_<class>`` -> AP per class;
+    ``miou``, ``pixel_accuracy`` -> mIoU; ``iou_<class>`` -> IoU per class; precision, recall
+    -> precision / recall; ``elapsed...``, ``time`` -> time. Each may follow a ``val_`` or
+    ``val/`` prefix. Other keys go to the subplot of their ``group/`` prefix, else to one of
+    their own.
     """
     for pattern, group in _GROUPS:
         if pattern.search(name):
@@ -114,17 +120,23 @@ def metric_group(name: str) -> str:
     return name
 
 
-def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, x_key: str = "epoch") -> Path:
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, x_key: str = "epoch",
+                         stage_key: str = "stage") -> Path:
     """Training curves from one dict per epoch (``{"epoch": 3, "loss": 1.2, "val_map50": 0.4}``).
 
     The x axis is ``rows[i][x_key]`` where present, else ``i + 1``. Every other numeric key is
     a line in the subplot of its ``metric_group``; missing, non-numeric and non-finite values
-    are skipped (validation may run only every few epochs; a stage name may be a string).
+    are skipped (validation may run only every few epochs). Where the string ``stage_key``
+    changes from row to row, every subplot gets a dotted line labelled with the new stage.
     """
     series: dict[str, tuple[list[float], list[float]]] = {}
+    stage_starts: list[tuple[float, str]] = []  # (x, name) where a training stage begins
     for i, row in enumerate(rows):
         x = row.get(x_key, i + 1)
         x = float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else float(i + 1)
+        stage = row.get(stage_key)
+        if isinstance(stage, str) and (not stage_starts or stage_starts[-1][1] != stage):
+            stage_starts.append((x, stage))
         for key, value in row.items():
             if key == x_key or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
@@ -152,6 +164,11 @@ def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, x_
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)
         if group == "learning rate" and all(v > 0 for k in keys for v in series[k][1]):
             ax.set_yscale("log")
+        if len(stage_starts) > 1:
+            for x, stage in stage_starts:
+                ax.axvline(x - 0.5, color="grey", linestyle=":", linewidth=1)
+                ax.text(x - 0.5, 1.0, f" {stage}", transform=ax.get_xaxis_transform(), va="top",
+                        fontsize="x-small", color="grey")
         ax.set_title(group)
         ax.set_xlabel(x_key)
         ax.grid(True, alpha=0.3)
