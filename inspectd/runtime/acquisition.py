@@ -1,0 +1,145 @@
+"""The acquisition thread: source -> ring buffer, until the end of the stream or stop."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import structlog
+
+from inspectd.errors import InspectdError
+from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.ringbuffer import RingBuffer
+from inspectd.runtime.sources.base import FrameTimeout, Source
+
+log = structlog.get_logger("inspectd.acquisition")
+
+
+class AcquisitionThread(threading.Thread):
+    """Reads frames from ``source`` and puts them into ``ring``.
+
+    Runs ``source.start()``, then reads until the stream ends, ``stop_event`` is set or
+    an error occurs; always calls ``source.stop()`` and closes the ring, so the consumer
+    drains what is queued and then sees the end. A fatal error is kept in ``error`` (an
+    ``InspectdError``, one line for the user) for the service to report after ``join``;
+    it is never swallowed.
+
+    ``realtime`` paces a file source at ``source.nominal_fps`` (a camera paces itself).
+    Frames the camera lost (gaps in the frame indices, see ``Source``) never reach the
+    ring; ``on_lost`` is called with a ``FrameMeta`` for each, estimated from its
+    neighbours (capture time interpolated, no pixels) so that downstream can report the
+    stretch as uninspected just as it does for the ring's ``on_drop``.
+    """
+
+    def __init__(self, source: Source, ring: RingBuffer, stop_event: threading.Event,
+                 realtime: bool = False, on_lost: Callable[[FrameMeta], None] | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(name=name or f"acquisition-{source.camera}", daemon=True)
+        self.source = source
+        self.ring = ring
+        self.stop_event = stop_event
+        self.realtime = realtime
+        self.on_lost = on_lost
+        self.error: InspectdError | None = None
+        self.started_event = threading.Event()   # set once source.start() returned
+        self._lock = threading.Lock()
+        self._read = self._put = self._lost = self._timeouts = 0
+        self._last_frame_ns: int | None = None
+        self._ended = False   # the stream ended by itself (not stop, not error)
+        if realtime and not source.live and not source.nominal_fps:
+            raise InspectdError(
+                f"camera {source.camera!r}: realtime pacing needs a frame rate; set source.fps"
+            )
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except InspectdError as exc:
+            self.error = exc
+        except Exception as exc:   # noqa: BLE001 - reported, not swallowed: the service must see it
+            log.exception("acquisition failed", camera=self.source.camera)
+            err = InspectdError(f"camera {self.source.camera!r}: acquisition failed: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            self.error = err
+        finally:
+            try:
+                self.source.stop()
+            except Exception as exc:   # noqa: BLE001
+                if self.error is None:
+                    self.error = InspectdError(f"camera {self.source.camera!r}: cannot stop the source: {exc}")
+            self.ring.close()
+            self.started_event.set()   # also on failure, so nobody waits forever
+
+    def _run(self) -> None:
+        src, ring, stop = self.source, self.ring, self.stop_event
+        src.start()
+        self.started_event.set()
+        period_ns = int(1e9 / src.nominal_fps) if self.realtime and not src.live and src.nominal_fps else 0
+        next_due = time.monotonic_ns()
+        prev_index = prev_ns = prev_wall = prev_fid = None
+        while not stop.is_set():
+            try:
+                frame = src.read()
+            except FrameTimeout:
+                with self._lock:
+                    self._timeouts += 1
+                continue
+            if frame is None:
+                self._ended = True
+                break
+            if period_ns:
+                # Pace like a camera: one frame per period; if decoding fell behind,
+                # restart the schedule instead of bursting to catch up.
+                delay = next_due - time.monotonic_ns()
+                if delay > 0 and stop.wait(delay / 1e9):
+                    break
+                now = time.monotonic_ns()
+                next_due = max(next_due, now - period_ns) + period_ns
+                frame.capture_ns, frame.capture_wall_ns = now, time.time_ns()
+            if prev_index is not None and frame.index > prev_index + 1:
+                self._report_lost(frame, prev_index, prev_ns, prev_wall, prev_fid)
+            prev_index, prev_ns, prev_wall, prev_fid = frame.index, frame.capture_ns, frame.capture_wall_ns, frame.camera_frame_id
+            kept = ring.put(frame, cancel=stop)
+            with self._lock:
+                self._read += 1
+                self._put += kept
+                self._last_frame_ns = frame.capture_ns
+
+    def _report_lost(self, frame: Frame, prev_index: int, prev_ns: int, prev_wall: int,
+                     prev_fid: int | None) -> None:
+        missing = frame.index - prev_index - 1
+        with self._lock:
+            self._lost += missing
+        if self.on_lost is None:
+            return
+        h, w = frame.image.shape[:2]
+        position = getattr(self.source, "position", None)
+        for k in range(1, missing + 1):
+            frac = k / (missing + 1)
+            index = prev_index + k
+            self.on_lost(FrameMeta(
+                index=index, camera=frame.camera,
+                capture_ns=prev_ns + int((frame.capture_ns - prev_ns) * frac),
+                capture_wall_ns=prev_wall + int((frame.capture_wall_ns - prev_wall) * frac),
+                height=h, width=w,
+                camera_frame_id=None if prev_fid is None else prev_fid + k,
+                strip_position_m=position(index) if position else None,
+            ))
+
+    @property
+    def ended(self) -> bool:
+        """True if the source reached its end by itself (a file replay that completed)."""
+        return self._ended
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for status events; the ring's counters are separate (``ring.counters()``)."""
+        with self._lock:
+            out: dict[str, Any] = {
+                "frames_read": self._read, "frames_put": self._put, "frames_lost": self._lost,
+                "timeouts": self._timeouts, "last_frame_ns": self._last_frame_ns,
+            }
+        try:
+            out["source"] = self.source.stats()
+        except Exception:   # noqa: BLE001 - stats must never break a status report
+            out["source"] = {}
+        return out

@@ -1,0 +1,93 @@
+"""A folder of still images, in file-name order: for tests and for frames saved by other tools."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inspectd.errors import InspectdError
+from inspectd.runtime.frame import Frame
+from inspectd.runtime.sources.base import PositionFn
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
+
+
+class FolderSource:
+    """The images of one folder (not its subfolders), sorted by file name.
+
+    Every image must have the size of the first; an image that cannot be read or has
+    another size is an error naming the file.
+    """
+
+    live = False
+
+    def __init__(self, path: str | Path, camera: str, channels: int = 1, loop: bool = False,
+                 fps: float | None = None, position: PositionFn | None = None) -> None:
+        self.path = Path(path)
+        self.camera = camera
+        self.channels = channels
+        self.loop = loop
+        self.nominal_fps = fps
+        self.position = position
+        if not self.path.exists():
+            raise InspectdError(f"image folder {self.path}: not found")
+        if not self.path.is_dir():
+            raise InspectdError(f"image folder {self.path}: not a folder")
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise InspectdError(
+                f"image folder {self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) in it"
+            )
+        self._flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+        first = self._load(self.files[0])
+        self.frame_shape: tuple[int, ...] = tuple(first.shape)
+        self._next = first
+        self._index = 0
+        self._passes = 0
+
+    def _load(self, file: Path) -> np.ndarray:
+        img = cv2.imread(str(file), self._flag)
+        if img is None:
+            raise InspectdError(f"image {file}: cannot be read (not an image, or corrupt)")
+        if img.dtype != np.uint8:
+            raise InspectdError(f"image {file}: {img.dtype} pixels, expected 8-bit")
+        if hasattr(self, "frame_shape") and img.shape != self.frame_shape:
+            raise InspectdError(
+                f"image {file}: {' x '.join(map(str, img.shape))}, but the folder's first image is "
+                f"{' x '.join(map(str, self.frame_shape))}; all images must have one size"
+            )
+        return img
+
+    def start(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self._next is not None:
+            img, self._next = self._next, None
+        else:
+            pos = self._index - self._passes * len(self.files)
+            if pos >= len(self.files):
+                if not self.loop:
+                    return None
+                self._passes += 1
+                pos = 0
+            img = self._load(self.files[pos])
+        index = self._index
+        self._index += 1
+        return Frame(
+            index=index, image=img, camera=self.camera,
+            capture_ns=time.monotonic_ns(), capture_wall_ns=time.time_ns(),
+            strip_position_m=self.position(index) if self.position else None,
+        )
+
+    def stop(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "kind": "folder", "path": str(self.path), "frames": self._index, "passes": self._passes,
+            "images": len(self.files), "frame_id_gaps": 0, "frames_lost": 0,
+        }
