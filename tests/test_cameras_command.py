@@ -80,3 +80,9 @@ def test_producer_from_a_config_file(tmp_path):
     proc = inspectd("--config", str(cfg), "--json")
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 3
+
+
+def test_several_producers_are_deduplicated_by_harvesters():
+    proc = inspectd("--cti", str(VIKY), str(VIKY), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == 3

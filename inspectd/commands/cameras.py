@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "folders of GENICAM_GENTL64_PATH. Exit 1 if no device is found."
         ),
     )
-    p.add_argument("--cti", metavar="PATH", action="append", default=[],
-                   help="a GenTL producer file; repeat for several (default: from --config or GENICAM_GENTL64_PATH)")
+    p.add_argument("--cti", metavar="PATH", nargs="+", action="extend", default=[],
+                   help="GenTL producer files (.cti), one or more (default: from --config or GENICAM_GENTL64_PATH)")
     p.add_argument("--config", metavar="FILE", help="a daemon config; its source.genicam.cti is used when --cti is not given")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(func=run)
