@@ -78,7 +78,7 @@ def test_cuda_path_uses_own_stream_and_pinned_reused_buffers(model_cfg, tiles, c
     assert b._stream != torch.cuda.default_stream(b.device)
     det1, _ = b.infer(tiles)
     host_in = b._in_host
-    assert host_in.is_pinned() and b._det_host.is_pinned() and b._seg_host.is_pinned()
+    assert host_in.is_pinned() and all(t.is_pinned() for t in b._host_out["probs"])
     first = det1.copy()
     det2, _ = b.infer(tiles)
     assert b._in_host is host_in                         # reused for the same batch shape
@@ -87,6 +87,19 @@ def test_cuda_path_uses_own_stream_and_pinned_reused_buffers(model_cfg, tiles, c
     det_one, seg_one = b.infer(tiles[1:2].copy())
     assert det_one.shape[0] == 1
     np.testing.assert_allclose(seg_one[0], cpu_out[1][1], atol=5e-3)
+    b.close()
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_labels_reduced_on_the_device_match_cpu(model_cfg, tiles, cpu_out, no_tf32, half):
+    b = backend(model_cfg, half=half)
+    det, labels, conf = b.infer_labels(tiles)
+    ref_det, ref_seg = cpu_out
+    assert labels.dtype == np.uint8 and conf.dtype == np.float32 and labels.shape == (3, 224, 224)
+    assert all(t.is_pinned() for t in b._host_out["labels"])
+    np.testing.assert_allclose(det[..., 4:], ref_det[..., 4:], atol=3e-2 if half else 5e-3)
+    assert (labels == ref_seg.argmax(1)).mean() >= (0.98 if half else 0.995)
+    np.testing.assert_allclose(conf, ref_seg.max(1), atol=3e-2 if half else 5e-3)
     b.close()
 
 

@@ -228,6 +228,16 @@ def test_real_model_single_tile_matches_the_graph(real_stage):
     assert len(v.defects) > 0
 
 
+def test_real_model_labels_reduced_in_backend_equal_argmax(real_stage):
+    tiles = np.random.default_rng(7).integers(0, 256, (2, 1, 224, 224), dtype=np.uint8)
+    det, seg = real_stage.backend.infer(tiles)
+    det2, labels, conf = real_stage.backend.infer_labels(tiles)
+    np.testing.assert_array_equal(det2, det)
+    assert labels.dtype == np.uint8 and conf.dtype == np.float32
+    np.testing.assert_array_equal(labels, seg.argmax(1))
+    np.testing.assert_array_equal(conf, seg.max(1))
+
+
 # --- backend creation errors ---------------------------------------------------------------------
 def test_missing_model_file_is_one_line_naming_it(tmp_path):
     missing = tmp_path / "nope.safetensors"

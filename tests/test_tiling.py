@@ -234,9 +234,14 @@ def test_stitch_puts_pixels_back_where_they_were(h, w):
         region = truth[y1:y2, x1:x2]
         onehot = (region[None] == np.arange(s)[:, None, None]).astype(np.float32) * 0.9 + 0.025
         probs[n, :, y1 - y0:y2 - y0, x1 - x0:x2 - x0] = onehot
-    labels, conf = SegStitcher(g).stitch(probs)
+    stitcher = SegStitcher(g)
+    labels, conf = stitcher.stitch(probs)
     np.testing.assert_array_equal(labels, truth)
     np.testing.assert_allclose(conf, 0.925, rtol=1e-6)
+    # the same from per-tile arg-max maps (a backend that reduces on the device)
+    labels2, conf2 = SegStitcher(g).stitch_labels(probs.argmax(1).astype(np.uint8), probs.max(1))
+    np.testing.assert_array_equal(labels2, truth)
+    np.testing.assert_array_equal(conf2, conf)
 
 
 def test_stitch_takes_each_pixel_from_the_tile_where_it_is_farther_from_the_edge():

@@ -11,8 +11,8 @@ CUDA path, built for a steady stream of same-sized batches:
 - outputs come back with non-blocking copies into reused pinned host buffers, and one
   stream synchronisation ends the call.
 
-The arrays ``infer`` returns on CUDA are views of those reused pinned buffers: they are valid
-until the next ``infer`` call (the inference stage consumes them before that).
+The arrays ``infer`` and ``infer_labels`` return on CUDA are views of those reused pinned
+buffers: they are valid until the next call (the inference stage consumes them before that).
 """
 from __future__ import annotations
 
@@ -85,8 +85,7 @@ class TorchBackend:
         self.graph = graph
         self._in_host: torch.Tensor | None = None
         self._in_dev: torch.Tensor | None = None
-        self._det_host: torch.Tensor | None = None
-        self._seg_host: torch.Tensor | None = None
+        self._host_out: dict[str, list[torch.Tensor]] = {}
         self._closed = False
 
     def _check(self, tiles: np.ndarray) -> None:
@@ -104,24 +103,51 @@ class TorchBackend:
             return det.float().numpy(), seg.float().numpy()
         return self._infer_cuda(tiles)
 
-    def _infer_cuda(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def infer_labels(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``infer`` with the segmentation reduced where the model ran: (det [N, A, 5+nc],
+        labels uint8 [N, H, W] = arg-max class, conf float32 [N, H, W] = its probability).
+
+        An optional extension of the Backend protocol that the inference stage uses when a
+        backend has it: on CUDA it copies back 8x less than the probabilities and spares the
+        CPU an arg-max over every pixel.
+        """
+        if self._closed:
+            raise RuntimeError("TorchBackend.infer_labels after close()")
+        self._check(tiles)
+        if not self.cuda:
+            with torch.inference_mode():
+                det, seg = self.graph(torch.from_numpy(np.ascontiguousarray(tiles)))
+                conf, labels = seg.max(1)
+            return det.float().numpy(), labels.to(torch.uint8).numpy(), conf.float().numpy()
+        return self._infer_cuda(tiles, reduce_seg=True)
+
+    def _outputs(self, name: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Pinned host buffers matching ``tensors`` (reused while their shapes stay)."""
+        bufs = self._host_out.get(name)
+        if bufs is None or any(b.shape != t.shape or b.dtype != t.dtype for b, t in zip(bufs, tensors)):
+            bufs = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+            self._host_out[name] = bufs
+        return bufs
+
+    def _infer_cuda(self, tiles: np.ndarray, reduce_seg: bool = False) -> tuple[np.ndarray, ...]:
         if self._in_host is None or tuple(self._in_host.shape) != tiles.shape:
             self._in_host = torch.empty(tiles.shape, dtype=torch.uint8, pin_memory=True)
             self._in_dev = torch.empty(tiles.shape, dtype=torch.uint8, device=self.device)
-            self._det_host = self._seg_host = None
         self._in_host.numpy()[...] = tiles   # the previous call synchronised, so the buffer is free
         stream = self._stream
         with torch.cuda.stream(stream), torch.inference_mode():
             x = self._in_dev.copy_(self._in_host, non_blocking=True)
             det, seg = self.graph(x)
-            det, seg = det.float(), seg.float()
-            if self._det_host is None or self._det_host.shape != det.shape or self._seg_host.shape != seg.shape:
-                self._det_host = torch.empty(det.shape, dtype=torch.float32, pin_memory=True)
-                self._seg_host = torch.empty(seg.shape, dtype=torch.float32, pin_memory=True)
-            self._det_host.copy_(det, non_blocking=True)
-            self._seg_host.copy_(seg, non_blocking=True)
+            if reduce_seg:
+                conf, labels = seg.max(1)
+                outs = [det.float(), labels.to(torch.uint8), conf.float()]
+            else:
+                outs = [det.float(), seg.float()]
+            host = self._outputs("labels" if reduce_seg else "probs", outs)
+            for h, d in zip(host, outs):
+                h.copy_(d, non_blocking=True)
         stream.synchronize()
-        return self._det_host.numpy(), self._seg_host.numpy()
+        return tuple(h.numpy() for h in host)
 
     def warmup(self, batch: int = 1) -> None:
         """One inference on zeros: CUDA context, cuDNN algorithm choice, allocator pools."""
@@ -129,7 +155,8 @@ class TorchBackend:
 
     def close(self) -> None:
         self._closed = True
-        self._in_host = self._in_dev = self._det_host = self._seg_host = None
+        self._in_host = self._in_dev = None
+        self._host_out = {}
         self.graph = None
         if self.cuda:
             torch.cuda.empty_cache()

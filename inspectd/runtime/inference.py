@@ -23,6 +23,7 @@ from inspectd.configtools import doc, fail
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.merge import MergeConfig, check_rules_against_model, merge_frame
+from inspectd.runtime.tile_detections import decode_tiles
 from inspectd.runtime.tiling import SegStitcher, TileCutter, TileGrid, boxes_to_frame, fuse_cross_tile
 from inspectd.runtime.verdict import Verdict
 
@@ -119,11 +120,9 @@ class InferenceStage:
         self.seg_class_names = list(backend.seg_class_names)
         check_rules_against_model(merge, self.class_names, self.seg_class_names)
         self._state: _SizeState | None = None
-        # Imported here so that importing this module (e.g. for config docs) stays light.
-        import torch
-        from inspectd.model.decode import postprocess
-        self._torch = torch
-        self._postprocess = postprocess
+        # Optional backend extension: per-pixel arg-max computed where the model ran (on a
+        # GPU: 8x less to copy back, and no arg-max over every pixel on the CPU).
+        self._infer_labels = getattr(backend, "infer_labels", None)
 
     # -- per-size state ---------------------------------------------------------------------
     def _state_for(self, image: np.ndarray) -> _SizeState:
@@ -146,9 +145,14 @@ class InferenceStage:
         start = time.monotonic_ns()
         st = self._state_for(frame.image)
         batch = st.cutter.cut(frame.image)
-        det, seg = self.backend.infer(batch)
-        boxes, scores, classes = self._detections(det, st.grid)
-        labels, conf = st.stitcher.stitch(seg)
+        if self._infer_labels is not None:
+            det, tile_labels, tile_conf = self._infer_labels(batch)
+            boxes, scores, classes = self._detections(det, st.grid)
+            labels, conf = st.stitcher.stitch_labels(tile_labels, tile_conf)
+        else:
+            det, seg = self.backend.infer(batch)
+            boxes, scores, classes = self._detections(det, st.grid)
+            labels, conf = st.stitcher.stitch(seg)
         defects, status = merge_frame((boxes, scores, classes), (labels, conf), self.merge,
                                       self.class_names, self.seg_class_names)
         verdict = Verdict(FrameMeta.of(frame), status, defects, start, time.monotonic_ns())
@@ -157,17 +161,13 @@ class InferenceStage:
     def _detections(self, det: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-tile decoding + NMS, then frame coordinates and cross-tile fusion."""
         cfg = self.cfg
-        per_tile = self._postprocess(self._torch.from_numpy(np.ascontiguousarray(det, dtype=np.float32)),
-                                     cfg.conf_threshold, cfg.iou_threshold, cfg.max_det)
-        counts = [len(p) for p in per_tile]
-        if sum(counts) == 0:
+        found = decode_tiles(det, cfg.conf_threshold, cfg.iou_threshold, cfg.max_det)
+        if len(found) == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        allp = self._torch.cat(per_tile).numpy()
-        tile_idx = np.repeat(np.arange(len(per_tile)), counts)
-        boxes = boxes_to_frame(allp[:, :4], tile_idx, grid)
+        boxes = boxes_to_frame(found.boxes, found.tiles, grid)
         # Boxes that lay wholly in the padding of a small frame have nothing left after clipping.
         keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-        fused = fuse_cross_tile(boxes[keep], allp[keep, 4], allp[keep, 5].astype(np.int64), tile_idx[keep],
+        fused = fuse_cross_tile(boxes[keep], found.scores[keep], found.classes[keep], found.tiles[keep],
                                 grid, cfg.fuse_edge_px, cfg.fuse_duplicate_overlap)
         return fused.boxes, fused.scores, fused.classes
 

@@ -231,6 +231,18 @@ class SegStitcher:
             tile_sl = (slice(int(ty0), int(ty0 + fy1 - fy0)), slice(int(tx0), int(tx0 + fx1 - fx0)))
             self._copies.append((n, frame_sl, tile_sl))
 
+    def stitch_labels(self, labels: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``stitch`` for a backend that already reduced each tile to its arg-max class
+        (labels [N, H, W]) and that class's probability (conf [N, H, W]), e.g. on the GPU."""
+        g = self.grid
+        if labels.shape != (g.n, g.tile_h, g.tile_w) or conf.shape != labels.shape:
+            raise ValueError(f"expected seg labels and conf [{g.n}, {g.tile_h}, {g.tile_w}], "
+                             f"got {labels.shape} and {conf.shape}")
+        for n, fsl, tsl in self._copies:
+            self.labels[fsl] = labels[n][tsl]
+            self.conf[fsl] = conf[n][tsl]
+        return self.labels, self.conf
+
     def stitch(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = self.grid
         if probs.ndim != 4 or probs.shape[0] != g.n or probs.shape[2:] != (g.tile_h, g.tile_w):

@@ -1,0 +1,101 @@
+"""Per-tile detections from a batch's raw detection output, in numpy.
+
+The same rule as ``inspectd.model.decode.postprocess`` (which evaluation uses), applied to
+all the tiles of a frame at once: score = objectness x best class probability, one class
+per box, boxes scoring above ``conf_thres`` kept, at most ``max_nms`` per tile enter a
+class-aware greedy NMS, at most ``max_det`` per tile survive.
+
+Why numpy and not ``postprocess``: the frame's boxes are few and the tensors small, so
+the cost is per-operation overhead, and PyTorch's intra-op thread pool makes that
+overhead large on a busy machine (about 1 s instead of 10 ms for 66 tiles on 2 loaded
+cores). Numpy runs these small operations on the calling thread.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class TileDetections:
+    boxes: np.ndarray     # [K, 4] float32, tile pixels
+    scores: np.ndarray    # [K] float32
+    classes: np.ndarray   # [K] int64
+    tiles: np.ndarray     # [K] int64, index of the tile in the batch
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _iou_matrix(b: np.ndarray) -> np.ndarray:
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+
+
+def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
+    """Greedy NMS of boxes already sorted best first: bool mask of the kept ones.
+
+    ``keep = ~any(over & keep)`` iterated to its fixed point from "keep all" is exactly
+    greedy NMS (see ``inspectd.model.nms``); each pass is one matrix operation.
+    """
+    k = len(boxes)
+    keep = np.ones(k, dtype=bool)
+    if k < 2:
+        return keep
+    over = np.triu(_iou_matrix(boxes) > iou_thres, 1)    # over[j, i]: j outranks and overlaps i
+    if not over.any():
+        return keep
+    for _ in range(k):
+        new = ~(over & keep[:, None]).any(0)
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return keep
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal ``groups`` (groups sorted)."""
+    n = len(groups)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    return np.arange(n) - run_start
+
+
+def decode_tiles(det: np.ndarray, conf_thres: float, iou_thres: float, max_det: int,
+                 max_nms: int = 3000) -> TileDetections:
+    """Raw detections [N, A, 5 + nc] (x1, y1, x2, y2, objectness, class probs) -> kept boxes."""
+    det = np.asarray(det)
+    nc = det.shape[2] - 5
+    # score <= objectness, so objectness > conf_thres is a cheap first cut
+    t, a = np.nonzero(det[:, :, 4] > conf_thres)
+    rows = det[t, a]
+    cls = rows[:, 5:].argmax(1)
+    score = rows[:, 4] * rows[np.arange(len(rows)), 5 + cls]
+    keep = score > conf_thres
+    t, rows, cls, score = t[keep], rows[keep], cls[keep], score[keep].astype(np.float32)
+    # best first within each tile (stable, so equal scores keep anchor order)
+    order = np.lexsort((-score, t))
+    t, rows, cls, score = t[order], rows[order], cls[order], score[order]
+    keep = _rank_within(t) < max_nms
+    t, rows, cls, score = t[keep], rows[keep], cls[keep], score[keep]
+    boxes = rows[:, :4].astype(np.float32)
+
+    # Class-aware NMS per (tile, class) group: a loop over groups, not boxes.
+    group = t * nc + cls
+    by_group = np.argsort(group, kind="stable")          # keeps best-first order inside a group
+    g_sorted = group[by_group]
+    bounds = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1], True])
+    kept = np.ones(len(group), dtype=bool)
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        if e - s > 1:
+            idx = by_group[s:e]
+            kept[idx] = nms_sorted(boxes[idx], iou_thres)
+    t, boxes, cls, score = t[kept], boxes[kept], cls[kept], score[kept]
+    keep = _rank_within(t) < max_det                      # still best first within each tile
+    return TileDetections(boxes[keep], score[keep], cls[keep].astype(np.int64), t[keep].astype(np.int64))
