@@ -9,6 +9,7 @@ means the same thing whichever directory the daemon is started from.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +97,15 @@ class DaemonConfig:
             fail(where, "camera", f"expected letters, digits, '_', '-' or '.' (at most 64), got {self.camera!r}")
 
 
+def _absolute(p: Path, base: Path) -> Path:
+    """``p`` made absolute against ``base`` ('~' expanded, '..' folded; symlinks kept)."""
+    return Path(os.path.normpath(base / p.expanduser()))
+
+
 def resolve_paths(obj: Any, base: Path) -> None:
     """Make every relative ``Path`` value (also in lists and nested sections) relative to ``base``."""
     def fix(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else base / p
+        return _absolute(p, base)
 
     if not dataclasses.is_dataclass(obj):
         return
@@ -131,9 +136,9 @@ def _resolve_string_paths(cfg: DaemonConfig, base: Path) -> None:
             obj = getattr(obj, part)
         value = getattr(obj, name)
         if isinstance(value, str) and value:
-            setattr(obj, name, str(base / Path(value).expanduser()))
+            setattr(obj, name, str(_absolute(Path(value), base)))
         elif isinstance(value, list):
-            setattr(obj, name, [str(base / Path(v).expanduser()) if isinstance(v, str) else v for v in value])
+            setattr(obj, name, [str(_absolute(Path(v), base)) if isinstance(v, str) else v for v in value])
 
 
 def load_config(path: str | Path) -> DaemonConfig:

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import structlog
 
@@ -52,8 +52,28 @@ def resolve_format(fmt: LogFormat, stream: IO[str] | None = None, environ: dict[
         return "json"
 
 
-def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = None) -> str:
-    """Set up structlog (and route stdlib logging through it); returns the format chosen."""
+def _static_fields(fields: dict[str, Any]):
+    def add(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        for k, v in fields.items():
+            event.setdefault(k, v)
+        return event
+    return add
+
+
+def _key_order(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """timestamp, level, event first: a JSON line a person can still scan."""
+    head = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    head.update(event)
+    return head
+
+
+def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = None,
+                      fields: dict[str, Any] | None = None) -> str:
+    """Set up structlog (and route stdlib logging through it); returns the format chosen.
+
+    ``fields`` are added to every event (e.g. the camera id: threads do not inherit
+    structlog's context variables, and the journal of several cameras needs it).
+    """
     cfg = cfg or LogConfig()
     stream = sys.stderr if stream is None else stream
     fmt = resolve_format(cfg.format, stream)
@@ -64,10 +84,12 @@ def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = Non
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if fields:
+        shared.append(_static_fields(dict(fields)))
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
         # Exceptions become a "exception" string field instead of a multi-line dump.
-        shared_tail = [structlog.processors.dict_tracebacks]
+        shared_tail = [structlog.processors.dict_tracebacks, _key_order]
     else:
         colors = False
         try:

@@ -82,3 +82,15 @@ def write_video(path: Path, frames: int, size=(320, 240), fps: float = 25.0,
         truth.append(has)
     writer.release()
     return truth
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """An untrained checkpoint of the smallest preset: a real model file, fast to run, no skill."""
+    import torch
+
+    from inspectd.model.checkpoint import save_checkpoint
+    from inspectd.model.config import load_preset
+    from inspectd.model.network import build_model
+
+    torch.manual_seed(seed)
+    return save_checkpoint(build_model(load_preset("n")).eval(), path)

@@ -37,7 +37,8 @@ def _check_source(cfg, where: str) -> str:
         from inspectd.runtime.sources import open_source
         source = open_source(src, cfg.camera, None)   # opens the file, decodes the first frame
         try:
-            shape = "x".join(str(s) for s in source.frame_shape)
+            h, w = source.frame_shape[:2]
+            shape = f"{w}x{h} {'BGR' if len(source.frame_shape) == 3 else 'Mono8'}"
             fps = f", {source.nominal_fps:g} fps" if source.nominal_fps else ""
         finally:
             source.stop()

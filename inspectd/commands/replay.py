@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 NAME = "replay"
 
@@ -47,19 +48,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 class JsonLinesTap:
-    """The publisher's tap: every verdict message, as sent, one JSON object per line."""
+    """The publisher's tap: every verdict message, as sent, one JSON object per line.
+
+    A write that fails (disk full, a closed pipe) is kept in ``error`` and ``on_error`` is
+    called once, so that the replay stops instead of inspecting frames nobody records.
+    """
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
         self.lines = 0
         self.error: BaseException | None = None
+        self.on_error: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, topic: str, payload: dict[str, Any]) -> None:
-        if not _is_verdict(topic, payload):
+    def __call__(self, topic: str | bytes, payload: dict[str, Any]) -> None:
+        if not _is_verdict(topic, payload) or self.error is not None:
             return
+        line = json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n"
         with self._lock:
-            self.stream.write(json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n")
+            try:
+                self.stream.write(line)
+                self.stream.flush()     # a reader (a pipe, `tail -f`) sees each verdict at once
+            except (OSError, ValueError) as exc:
+                self.error = exc
+                if self.on_error is not None:
+                    self.on_error()
+                raise
             self.lines += 1
 
 
@@ -118,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.log.level = args.log_level
     if args.log_format:
         cfg.log.format = args.log_format
-    configure_logging(cfg.log)
+    configure_logging(cfg.log, fields={"camera": cfg.camera})
 
     out_stream: IO[str] | None = None
     tap = None
@@ -143,15 +157,33 @@ def run(args: argparse.Namespace) -> int:
             cfg, realtime=args.realtime, tap=tap, annotate_path=args.annotate,
             on_tick=_progress if interactive else None,
         )
+        if tap is not None:
+            tap.on_error = lambda: pipeline.request_stop(hurry=True)
         result = pipeline.run()
     finally:
         if out_stream is not None and out_stream is not sys.stdout:
-            out_stream.close()
+            try:
+                out_stream.close()
+            except OSError:
+                pass
     if interactive:
         sys.stderr.write("\r\033[K")
-    if result.error is not None and isinstance(result.error, InspectdError):
-        raise result.error
+
+    if tap is not None and tap.error is not None:
+        if isinstance(tap.error, BrokenPipeError) and out_stream is sys.stdout:
+            # `inspectd replay X --out - | head`: the reader has all it wanted.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        raise InspectdError(f"--out {args.out}: cannot write: {tap.error}")
+    c = result.counters
     if not args.quiet:
         annotated = pipeline.annotator.path if pipeline.annotator is not None else None
-        print(_summary(args.file, result.counters, result, args.out, annotated), file=sys.stderr)
+        print(_summary(args.file, c, result, args.out, annotated), file=sys.stderr)
+    if result.error is not None and isinstance(result.error, InspectdError):
+        raise result.error
+    if tap is not None and tap.lines != c["inspected"] and result.exit_code == 0:
+        raise InspectdError(
+            f"--out {args.out}: {tap.lines} verdicts written for {c['inspected']} inspected frames "
+            f"({c['not_published']} could not be handed to the publisher in time)", exit_code=1)
     return result.exit_code

@@ -14,9 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Run the inspection service: frames from the configured source go through the "
             "ring buffer and the model, and every verdict (and every uninspected frame) is "
             "published on the event bus. Under systemd (Type=notify) it reports READY, STATUS, "
-            "WATCHDOG and STOPPING over NOTIFY_SOCKET. SIGTERM or SIGINT: stop acquiring, "
-            "finish the frames in flight, publish their verdicts, exit 0; a fatal error exits "
-            "non-zero so that systemd restarts the service."
+            "WATCHDOG and STOPPING over NOTIFY_SOCKET. A recording as the source is paced at its "
+            "frame rate, like a camera, and ends the service at its end unless source.loop is set. "
+            "SIGTERM or SIGINT: stop acquiring, finish the frames in flight, publish their "
+            "verdicts, exit 0; a fatal error exits non-zero so that systemd restarts the service."
         ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the daemon config (YAML); see docs/config.md")
@@ -40,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
         cfg.log.format = args.log_format
     if args.log_level:
         cfg.log.level = args.log_level
-    configure_logging(cfg.log)
+    configure_logging(cfg.log, fields={"camera": cfg.camera})
 
     from inspectd.runtime.pipeline import Pipeline
 
-    pipeline = Pipeline(cfg, realtime=False)
+    # A recording (kind video/folder) is paced at its frame rate, like the camera it stands in for.
+    pipeline = Pipeline(cfg, realtime=None)
     result = pipeline.run()
     if result.error is not None and hasattr(result.error, "exit_code"):
         raise result.error

@@ -67,7 +67,8 @@ class Pipeline:
     """One camera's inspection pipeline; ``run()`` blocks until it has stopped.
 
     The stages are built from ``cfg`` unless given (tests pass a slow backend or a
-    prepared source). ``tap(topic, payload)`` sees every message the publisher sends,
+    prepared source). ``realtime``: pace a recording at its frame rate; None paces it
+    when its rate is known (``run``: a recording stands in for a camera). ``tap(topic, payload)`` sees every message the publisher sends,
     from the publisher's thread. ``on_tick(pipeline)`` is called by the supervisor about
     every ``service.status_interval_s`` (replay's progress line).
     """
@@ -76,7 +77,7 @@ class Pipeline:
         self,
         cfg: DaemonConfig,
         *,
-        realtime: bool = False,
+        realtime: bool | None = False,
         backend: Any = None,
         source: Any = None,
         tap: Tap | None = None,
@@ -136,6 +137,10 @@ class Pipeline:
                 self.annotator.seg_class_names = list(self.stage.seg_class_names)
             self.ring = RingBuffer.from_config(cfg.ring, on_drop=self._on_drop,
                                                shape=tuple(self.source.frame_shape))
+            if realtime is None:
+                # `run` on a recording: pace it like the camera it stands in for, if its rate is known.
+                realtime = not getattr(self.source, "live", False) and bool(self.source.nominal_fps)
+            self.realtime = realtime
             self.acquisition = AcquisitionThread(self.source, self.ring, self._acq_stop, realtime=realtime,
                                                  on_lost=self._on_lost)
             self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=tap,
