@@ -131,26 +131,44 @@ def seg_components(labels: np.ndarray, conf: np.ndarray, seg_class_names: Sequen
     regions; regions under ``seg_min_component_px`` are dropped.
     """
     boxes, areas, scores, names = [], [], [], []
-    present = np.bincount(labels.ravel(), minlength=len(seg_class_names))   # one pass: skip absent classes
+    if not labels.any():            # the usual frame: nothing but background
+        return SegComponents.empty()
+    confident: dict[float, np.ndarray] = {}     # one threshold pass per distinct seg_min_prob
     for s in range(1, len(seg_class_names)):
-        if present[s] == 0:
-            continue
         name = seg_class_names[s]
         rule = config.rule(name)
         mask = labels == s
         if rule.seg_min_prob > 0:
-            mask &= conf >= rule.seg_min_prob
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+            hi = confident.get(rule.seg_min_prob)
+            if hi is None:
+                hi = confident[rule.seg_min_prob] = conf >= rule.seg_min_prob
+            mask &= hi
+        rows = np.flatnonzero(mask.any(axis=1))
+        if len(rows) == 0:
+            continue
+        cols = np.flatnonzero(mask.any(axis=0))
+        # Label only the rectangle holding this class's pixels: defects are usually local, and
+        # connected-component labelling and the per-region sums cost per pixel labelled.
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        sub = mask[y0:y1, x0:x1]
+        n, lab = cv2.connectedComponents(sub.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
         if n <= 1:
             continue
-        area = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
+        # Region statistics from the foreground pixels only (OpenCV's WithStats variant costs
+        # per pixel of the whole rectangle, several times the labelling itself).
+        ys, xs = np.nonzero(sub)
+        lid = lab[ys, xs]
+        order = np.argsort(lid, kind="stable")
+        lid, ys, xs = lid[order], ys[order], xs[order]
+        starts = np.flatnonzero(np.r_[True, lid[1:] != lid[:-1]])   # every label 1..n-1 occurs
+        area = np.diff(np.r_[starts, len(lid)]).astype(np.int64)
         keep = area >= max(1, rule.seg_min_component_px)
         if not keep.any():
             continue
-        sums = np.bincount(lab.ravel(), weights=conf.ravel(), minlength=n)[1:]
-        st = stats[1:][keep]
-        x, y = st[:, cv2.CC_STAT_LEFT], st[:, cv2.CC_STAT_TOP]
-        boxes.append(np.stack([x, y, x + st[:, cv2.CC_STAT_WIDTH], y + st[:, cv2.CC_STAT_HEIGHT]], 1).astype(np.float32))
+        sums = np.add.reduceat(conf[y0:y1, x0:x1][ys, xs].astype(np.float64), starts)
+        bx = np.stack([np.minimum.reduceat(xs, starts) + x0, np.minimum.reduceat(ys, starts) + y0,
+                       np.maximum.reduceat(xs, starts) + x0 + 1, np.maximum.reduceat(ys, starts) + y0 + 1], 1)
+        boxes.append(bx[keep].astype(np.float32))
         areas.append(area[keep])
         scores.append((sums[keep] / area[keep]).astype(np.float32))
         names.extend([name] * int(keep.sum()))
