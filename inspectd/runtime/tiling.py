@@ -136,7 +136,7 @@ class TileCutter:
                  rgb: bool = False, pad: PadMode = "mean", pad_value: int = 114):
         if channels not in (1, 3):
             raise InspectdError(f"model channels: expected 1 or 3, got {channels}")
-        if len(frame_shape) == 3 and frame_shape[2] != 3 or len(frame_shape) not in (2, 3):
+        if len(frame_shape) not in (2, 3) or (len(frame_shape) == 3 and frame_shape[2] != 3):
             raise InspectdError(f"frame: expected H x W (Mono8) or H x W x 3 (BGR), got shape {frame_shape}")
         if tuple(frame_shape[:2]) != (grid.frame_h, grid.frame_w):
             raise ValueError(f"frame shape {frame_shape} does not match grid {grid.frame_h}x{grid.frame_w}")
