@@ -98,6 +98,33 @@ def test_out_to_stdout_and_loop_is_stopped_by_sigint(tmp_path, model):
     assert frames == list(range(len(frames)))
 
 
+def test_publish_reaches_a_subscriber(tmp_path, model):
+    import zmq
+    video = tmp_path / "v.avi"
+    write_video(video, 4, size=(200, 200))
+    address = f"ipc://{tmp_path}/bus"
+    p = subprocess.Popen([*INSPECTD, "replay", str(video), "--model", str(model), "--loop", "--publish", address],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 120_000)
+    sub.connect(address)
+    try:
+        kinds = set()
+        while "verdict" not in kinds:
+            parts = sub.recv_multipart()
+            msg = json.loads(parts[1])
+            kinds.add(msg["kind"])
+        assert msg["camera"] == "cam0" and msg["status"] in ("ok", "reject")
+    finally:
+        sub.close(0)
+        ctx.term()
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=120)
+    assert p.returncode == 0
+
+
 def test_sigterm_exits_zero_with_every_inspected_frame_written(tmp_path, model):
     video = tmp_path / "long.avi"
     write_video(video, 400, size=(200, 200))
@@ -164,6 +191,26 @@ def test_errors_are_one_line(tmp_path, model):
     bad_cfg.write_text("ring: {slots: -3}\n")
     _one_error_line(_replay(video, "--model", model, "--config", bad_cfg), str(bad_cfg), "ring.slots")
     _one_error_line(_replay(video, "--model", model, "--annotate", tmp_path / "x.gif"), "x.gif")
+
+
+def test_truncated_video_mid_replay(tmp_path, model):
+    """The source fails after some frames: what was read is still inspected, the error is
+    logged once, the exit is non-zero."""
+    full = tmp_path / "full.avi"
+    write_video(full, 60, size=(200, 200))
+    data = full.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "v.jsonl"
+    r = _replay(cut, "--model", model, "--out", out, "--log-format", "json")
+    assert r.returncode == 2, r.stderr
+    failed = [e for e in _events(r.stderr) if e.get("event") == "pipeline_failed"]
+    assert len(failed) == 1 and "cut.avi" in failed[0]["error"] and failed[0]["stage"] == "acquisition"
+    assert r.stderr.count("truncated or corrupt") == 1
+    rows = _lines(out)
+    assert 10 <= len(rows) < 60 and [v["frame"] for v in rows] == list(range(len(rows)))
+    assert f"{len(rows)} frames inspected" in r.stderr and "0 uninspected" in r.stderr
+    assert "stopped by an error" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_help():

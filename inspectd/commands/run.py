@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     # A recording (kind video/folder) is paced at its frame rate, like the camera it stands in for.
     pipeline = Pipeline(cfg, realtime=None)
     result = pipeline.run()
-    if result.error is not None and hasattr(result.error, "exit_code"):
-        raise result.error
+    # A fatal error has been logged once by the pipeline (as JSON in the journal); the exit
+    # code (1, or 2 for an input error) makes systemd restart the service.
     return result.exit_code

@@ -250,17 +250,24 @@ class Pipeline:
 
     # -- errors and signals ----------------------------------------------------------
     def _fail(self, where: str, exc: BaseException) -> None:
+        """A fatal error: logged once, then the same clean shutdown as for SIGTERM.
+
+        When the source failed, the frames already in the ring are sound and are still
+        inspected (within the grace time); when inspection itself failed they are reported
+        uninspected at once.
+        """
         with self._lock:
             first = not self._errors
             self._errors.append((where, exc))
-        self._drop_reason = "error"
+        if where != "acquisition":
+            self._drop_reason = "error"
+            self._hurry.set()
         if first:
             if isinstance(exc, InspectdError):
                 log.error("pipeline_failed", stage=where, error=str(exc))
             else:
                 log.error("pipeline_failed", stage=where, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
         self._stop_requested.set()
-        self._hurry.set()
         self._wake.set()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -327,8 +334,14 @@ class Pipeline:
         self._inference_thread = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._inference_thread.start()
         self.acquisition.start()
-        log.info("pipeline_started", camera=self.cfg.camera, source=str(getattr(self.cfg.source, "path", "") or ""),
-                 backend=getattr(self.backend, "name", "?"), policy=self.ring.policy.value)
+        src = self.cfg.source
+        where = src.path if src.kind != "genicam" else (
+            f"serial {src.genicam.serial}" if src.genicam.serial is not None else
+            f"model {src.genicam.model}" if src.genicam.model else
+            f"index {src.genicam.index}" if src.genicam.index is not None else "the only camera")
+        log.info("pipeline_started", source=f"{src.kind} {where}", backend=getattr(self.backend, "name", "?"),
+                 policy=self.ring.policy.value, realtime=self.realtime,
+                 frame_shape=list(getattr(self.source, "frame_shape", ())))
 
         ready = False
         reason = "end-of-stream"
@@ -421,6 +434,7 @@ class Pipeline:
         if not self.publisher.close(self.cfg.service.flush_timeout_s):
             log.warning("publisher_not_flushed", timeout_s=self.cfg.service.flush_timeout_s)
         self._close_quietly(self.backend, "close")
+        self.notifier.close()
 
         ring = self.ring.counters()
         lost = final["uninspected_by_reason"].get("camera_lost", 0)
