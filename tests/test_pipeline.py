@@ -167,3 +167,57 @@ def test_bad_input_fails_before_anything_starts(tmp_path):
     with pytest.raises(InspectdError, match="must end in .mp4 or .avi"):
         Pipeline(cfg, backend=backend, annotate_path=str(tmp_path / "x.gif"), handle_signals=False)
     assert threading.active_count() == before
+
+
+class _StuckSource:
+    """A camera whose driver never returns once the line is stopped (read() ignores stop)."""
+
+    camera = "cam0"
+    nominal_fps = None
+    frame_shape = (200, 200)
+    live = True
+    position = None
+
+    def __init__(self, frames: int):
+        self.frames = frames
+        self.index = 0
+        self.forever = threading.Event()
+
+    def start(self):
+        pass
+
+    def read(self):
+        import time as _t
+
+        import numpy as np
+
+        from inspectd.runtime.frame import Frame
+        if self.index >= self.frames:
+            self.forever.wait()        # never set
+        self.index += 1
+        return Frame(index=self.index - 1, image=np.full((200, 200), 90, np.uint8), camera="cam0",
+                     capture_ns=_t.monotonic_ns(), capture_wall_ns=_t.time_ns())
+
+    def stop(self):
+        pass
+
+    def stats(self):
+        return {"frames": self.index}
+
+
+def test_stuck_source_does_not_hang_shutdown(tmp_path, monkeypatch):
+    import inspectd.runtime.pipeline as pipeline_mod
+    monkeypatch.setattr(pipeline_mod, "_SOURCE_STOP_S", 0.5)
+    cfg = default_config()
+    cfg.source.path = "unused"
+    cfg.service.shutdown_grace_s = 0.2
+    tap = Collect()
+    pipe = Pipeline(cfg, source=_StuckSource(5), backend=ThresholdBackend(), tap=tap, handle_signals=False)
+    runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
+    runner.start()
+    assert tap.wait_verdicts(5)
+    pipe.request_stop()
+    runner.join(60)
+    assert not runner.is_alive()
+    c = pipe.result.counters
+    assert pipe.result.exit_code == 0 and c["inspected"] == 5 and c["captured"] == 5

@@ -40,6 +40,9 @@ log = structlog.get_logger("inspectd.pipeline")
 
 Tap = Callable[[str, dict[str, Any]], None]
 
+# How long after the shutdown grace time the source may take to return from read().
+_SOURCE_STOP_S = 5.0
+
 
 @dataclass
 class PipelineResult:
@@ -100,6 +103,7 @@ class Pipeline:
         self._shutting_down = False
         self._drop_reason = "overflow"    # why the ring gives up frames: overflow, shutdown, error
         self._signals = 0
+        self._source_stuck = False
         self._errors: list[tuple[str, BaseException]] = []
         self._started_ns = 0
         self._stopped_ns = 0
@@ -380,11 +384,18 @@ class Pipeline:
                 shutdown_deadline = now + (0.0 if svc.shutdown_queued == "report" else svc.shutdown_grace_s)
             elif not self._shutting_down and self.ring.closed:
                 # The acquisition thread closed the ring: end of the recording.
-                self._begin_shutdown("end-of-stream")
+                self._begin_shutdown("end-of-stream")   # the queued frames are all inspected
             if shutdown_deadline is not None and now >= shutdown_deadline and not self._hurry.is_set():
                 if self.ring.counters().queued:
                     log.warning("shutdown_grace_expired", queued=self.ring.counters().queued)
                 self._hurry.set()
+            if shutdown_deadline is not None and now >= shutdown_deadline + _SOURCE_STOP_S \
+                    and not self.ring.closed:
+                # The source has not returned from read() since stop: do not wait for it
+                # (its thread is a daemon); end inspection so that the process can exit.
+                log.error("acquisition_stuck", waited_s=_SOURCE_STOP_S)
+                self._source_stuck = True
+                self.ring.close(drop_queued=True)
 
             if not self._inference_thread.is_alive():
                 break
@@ -417,9 +428,9 @@ class Pipeline:
     def _finish(self, reason: str) -> PipelineResult:
         if not self._shutting_down:
             self._begin_shutdown(reason)
-        self.acquisition.join(timeout=10.0)
-        if self.acquisition.is_alive():
-            log.error("acquisition_stuck", hint="the source did not return from read() within 10 s")
+        self.acquisition.join(timeout=0.5 if self._source_stuck else 2 * _SOURCE_STOP_S)
+        if self.acquisition.is_alive() and not self._source_stuck:
+            log.error("acquisition_stuck", waited_s=2 * _SOURCE_STOP_S)
         self._collect_errors()
         self.ring.close(drop_queued=True)    # a put that raced the close is reported too
         self._stopped_ns = time.monotonic_ns()
