@@ -141,13 +141,24 @@ def _resolve_string_paths(cfg: DaemonConfig, base: Path) -> None:
             setattr(obj, name, [str(_absolute(Path(v), base)) if isinstance(v, str) else v for v in value])
 
 
-def load_config(path: str | Path) -> DaemonConfig:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DaemonConfig:
     """Load and validate a daemon config file; errors name the file and the key.
 
     Relative paths in the file are made absolute against the file's folder.
+    ``overrides`` maps dotted keys (``"source.path"``) to values that replace the file's
+    before validation: ``replay FILE`` needs no ``source.path`` in the file.
     """
     path = Path(path)
     data = load_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        *parents, name = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[name] = value
     cfg = from_mapping(DaemonConfig, data, str(path))
     base = path.resolve().parent
     resolve_paths(cfg, base)

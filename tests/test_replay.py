@@ -82,6 +82,23 @@ def test_one_verdict_per_frame_in_order(tmp_path, model, recording):
     assert frames == n
 
 
+def test_folder_replay_and_realtime_pacing(tmp_path, model):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), np.full((200, 300), 80 + i, np.uint8))
+    out = tmp_path / "v.jsonl"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("source: {fps: 10.0}\n")
+    r = _replay(folder, "--model", model, "--out", out, "--realtime", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    rows = _lines(out)
+    assert [v["frame"] for v in rows] == list(range(6)) and rows[0]["width"] == 300
+    # Paced at 10 frames/s: captures are at least (about) 0.1 s apart, never a burst.
+    t = [v["capture_wall_ns"] for v in rows]
+    assert min(b - a for a, b in zip(t, t[1:])) >= 0.08e9
+
+
 def test_out_to_stdout_and_loop_is_stopped_by_sigint(tmp_path, model):
     video = tmp_path / "v.avi"
     write_video(video, 4, size=(200, 200))

@@ -119,13 +119,17 @@ def run(args: argparse.Namespace) -> int:
     from inspectd.errors import InspectdError
     from inspectd.logging_setup import configure_logging
 
-    cfg = load_config(args.config) if args.config else default_config()
     src = Path(args.file).expanduser()
     if not src.exists():
         raise InspectdError(f"recording {args.file}: not found")
-    cfg.source.kind = "folder" if src.is_dir() else "video"
-    cfg.source.path = str(src.resolve())
-    cfg.source.loop = bool(args.loop)
+    # FILE replaces the config's source (a camera config can replay a recording of that camera).
+    source = {"kind": "folder" if src.is_dir() else "video", "path": str(src.resolve()), "loop": bool(args.loop)}
+    if args.config:
+        cfg = load_config(args.config, {f"source.{k}": v for k, v in source.items()})
+    else:
+        cfg = default_config()
+        for k, v in source.items():
+            setattr(cfg.source, k, v)
     if args.policy != "config":
         from inspectd.runtime.ringbuffer import OverflowPolicy
         cfg.ring.policy = OverflowPolicy(args.policy)

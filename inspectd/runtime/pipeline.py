@@ -453,8 +453,11 @@ class Pipeline:
         ok = ring.captured == accounted and ring.queued == 0 and ring.in_flight == 0 \
             and ring.inspected == final["inspected"]
         log_fn = log.info if ok else log.error
+        bus = self.publisher.stats
         log_fn("pipeline_stopped", reason=reason, frames_accounted=ok,
-               **{k: v for k, v in final.items() if k not in ("queued", "in_flight")})
+               **{k: v for k, v in final.items() if k not in ("queued", "in_flight")},
+               bus={k: bus.get(k, 0) for k in ("emitted", "sent", "not_sent", "queue_full",
+                                               "uninspected_frames", "tap_errors")})
         error = self._errors[0][1] if self._errors else None
         code = 0
         if error is not None:
