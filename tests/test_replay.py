@@ -204,6 +204,12 @@ def test_errors_are_one_line(tmp_path, model):
     not_a_model = tmp_path / "junk.safetensors"
     not_a_model.write_bytes(b"\x00" * 100)
     _one_error_line(_replay(video, "--model", not_a_model), "junk.safetensors")
+    from inspectd.model.checkpoint import save_checkpoint
+    from inspectd.model.config import load_preset
+    from inspectd.model.network import build_model
+    other = save_checkpoint(build_model(load_preset("n").replace(class_names=["rust", "dent"])).eval(),
+                            tmp_path / "other.safetensors")
+    _one_error_line(_replay(video, "--model", other), "other.safetensors", "rust, dent")
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("ring: {slots: -3}\n")
     _one_error_line(_replay(video, "--model", model, "--config", bad_cfg), str(bad_cfg), "ring.slots")

@@ -80,6 +80,8 @@ def _check_model(cfg, where: str) -> str:
     class_names = list(getattr(model_cfg, "class_names", []) or [])
     seg_names = list(getattr(model_cfg, "seg_class_names", []) or [])
     if class_names:
+        from inspectd.runtime.pipeline import check_model_classes
+        check_model_classes(class_names, seg_names or ["background"], cfg.merge, str(path))
         check_rules_against_model(cfg.merge, class_names, seg_names, where=f"{where}: merge")
     return f"{path} ({', '.join(class_names) or 'classes unknown'})"
 

@@ -44,6 +44,17 @@ Tap = Callable[[str, dict[str, Any]], None]
 _SOURCE_STOP_S = 5.0
 
 
+def check_model_classes(class_names: list[str], seg_class_names: list[str], merge: Any, model: str) -> None:
+    """A model whose classes the config (and the event contract) does not know is refused:
+    its defects would carry names no subscriber expects, judged by no configured rule."""
+    known = set(merge.rules)
+    unknown = [c for c in [*class_names, *seg_class_names[1:]] if c not in known]
+    if unknown:
+        raise InspectdError(
+            f"model {model}: its classes {', '.join(dict.fromkeys(unknown))} are not defect classes this "
+            f"inspectd knows ({', '.join(sorted(known))}); it does not belong to this config")
+
+
 @dataclass
 class PipelineResult:
     exit_code: int
@@ -136,6 +147,8 @@ class Pipeline:
             if self.backend is None:
                 from inspectd.backends import create_backend
                 self.backend = create_backend(cfg.inference)
+            check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names), cfg.merge,
+                                str(cfg.inference.model or "(the shipped model)"))
             self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
             if self.annotator is not None:
                 self.annotator.seg_class_names = list(self.stage.seg_class_names)
