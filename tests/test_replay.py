@@ -245,6 +245,10 @@ def test_help():
 
 
 # -- with the shipped model: the verdicts must be right, not only well-formed -----------
+# INSPECTD_TEST_MODEL=CKPT runs these against another checkpoint (e.g. a training run's best).
+TRAINED = Path(os.environ["INSPECTD_TEST_MODEL"]) if os.environ.get("INSPECTD_TEST_MODEL") else default_model_path()
+needs_trained = pytest.mark.skipif(not TRAINED.is_file(), reason="the shipped model is not there yet")
+
 def _match(defect: dict, gt: dict) -> bool:
     if defect["class"] != gt["class"]:
         return False
@@ -256,23 +260,23 @@ def _match(defect: dict, gt: dict) -> bool:
     return union > 0 and inter / union >= 0.3
 
 
-@pytest.mark.skipif(not default_model_path().is_file(), reason="the shipped model is not there yet")
+@needs_trained
 def test_shipped_model_finds_ground_truth_defects(tmp_path, recording):
     video, truth = recording
     out = tmp_path / "v.jsonl"
-    r = _replay(video, "--out", out)
+    r = _replay(video, "--out", out, "--model", TRAINED)
     assert r.returncode == 0, r.stderr
     rows = _lines(out)
     assert [v["frame"] for v in rows] == list(range(truth["frames"]))
     gts = [(ft["frame"], b) for ft in truth["frames_truth"] for b in ft["boxes"]]
     found = sum(any(_match(d, b) for d in rows[f]["defects"]) for f, b in gts)
-    recall = found / len(gts)
+    rejects = sum(v["status"] == "reject" for v in rows)
+    assert found >= 0.5 * len(gts), f"only {found} of {len(gts)} ground-truth boxes found ({rejects} rejects)"
     # Every frame of this recording holds defects of several classes: each must be a reject.
-    assert all(v["status"] == "reject" for v in rows)
-    assert recall >= 0.5, f"only {found} of {len(gts)} ground-truth boxes found"
+    assert rejects == len(rows), f"{len(rows) - rejects} of {len(rows)} defective frames passed as ok"
 
 
-@pytest.mark.skipif(not default_model_path().is_file(), reason="the shipped model is not there yet")
+@needs_trained
 def test_shipped_model_passes_clean_strip(tmp_path):
     folder = tmp_path / "clean"
     folder.mkdir()
@@ -281,7 +285,7 @@ def test_shipped_model_passes_clean_strip(tmp_path):
         img = cv2.GaussianBlur(rng.normal(128, 6, (200, 600)).astype(np.float32), (0, 0), 2)
         cv2.imwrite(str(folder / f"{i:03d}.png"), np.clip(img, 0, 255).astype(np.uint8))
     out = tmp_path / "v.jsonl"
-    r = _replay(folder, "--out", out)
+    r = _replay(folder, "--out", out, "--model", TRAINED)
     assert r.returncode == 0, r.stderr
     rows = _lines(out)
     assert len(rows) == 6
