@@ -74,7 +74,6 @@ class _Tally:
     uninspected_by_reason: Counter = field(default_factory=Counter)
     rejects_by_class: Counter = field(default_factory=Counter)
     defects_by_class: Counter = field(default_factory=Counter)
-    last_index: int = -1
 
 
 class Pipeline:
@@ -115,6 +114,8 @@ class Pipeline:
         self._drop_reason = "overflow"    # why the ring gives up frames: overflow, shutdown, error
         self._signals = 0
         self._source_stuck = False
+        self._recent_fps: float | None = None
+        self._rate_mark: tuple[int, float] | None = None
         self._errors: list[tuple[str, BaseException]] = []
         self._started_ns = 0
         self._stopped_ns = 0
@@ -244,7 +245,6 @@ class Pipeline:
             t.verdicts += 1
             if t.verdicts == 1:
                 self._wake.set()     # READY goes out now, not at the next tick
-            t.last_index = verdict.meta.index
             for d in verdict.defects:
                 t.defects_by_class[d.cls] += 1
             if verdict.status == "reject":
@@ -316,18 +316,28 @@ class Pipeline:
                 "in_flight": ring.in_flight,
                 "max_queued": ring.max_queued,
                 "rejects_by_class": dict(t.rejects_by_class),
+                "defects_by_class": dict(t.defects_by_class),
                 "uninspected_by_reason": dict(t.uninspected_by_reason),
             }
         now = self._stopped_ns or time.monotonic_ns()
         elapsed = (now - self._started_ns) / 1e9 if self._started_ns else 0.0
         out["elapsed_s"] = round(elapsed, 3)
         out["fps"] = round(out["inspected"] / elapsed, 2) if elapsed > 0 else 0.0
+        out["fps_recent"] = round(self._recent_fps, 2) if self._recent_fps is not None else out["fps"]
         return out
+
+    def _update_rate(self, inspected: int, now: float) -> None:
+        """Frames per second over the last status interval (what systemctl status should show)."""
+        if self._rate_mark is not None:
+            n0, t0 = self._rate_mark
+            if now > t0:
+                self._recent_fps = (inspected - n0) / (now - t0)
+        self._rate_mark = (inspected, now)
 
     def status_line(self, c: dict[str, Any] | None = None) -> str:
         c = c or self.counters()
         return (f"inspected {c['inspected']}, rejects {c['rejects']}, uninspected {c['uninspected']}, "
-                f"queued {c['queued']}, {c['fps']:.1f} fps")
+                f"queued {c['queued']}, {c['fps_recent']:.1f} fps")
 
     # -- supervisor ------------------------------------------------------------------
     def run(self) -> PipelineResult:
@@ -386,6 +396,7 @@ class Pipeline:
                     last_ping, inspected_at_ping = now, c["inspected"]
             if now - last_status >= svc.status_interval_s:
                 last_status = now
+                self._update_rate(c["inspected"], now)
                 if ready and not self._shutting_down:
                     notifier.status(self.status_line(c))
                 if self._on_tick is not None:
