@@ -43,9 +43,10 @@ class ServiceConfig:
         "Seconds between STATUS updates to systemd (and the supervisor's checks).", default=1.0
     )
     watchdog_when_idle: bool = doc(
-        "Also feed systemd's watchdog while no frame is waiting to be inspected (camera idle "
-        "because the line stands). By default the watchdog is fed only while frames are being "
-        "inspected, so that a source that stops delivering gets the service restarted.",
+        "Also feed systemd's watchdog while no frame is waiting to be inspected and the source "
+        "still answers (a triggered camera whose reads time out because the line stands). By "
+        "default the watchdog is fed only while frames are being inspected, so that a source "
+        "that stops delivering gets the service restarted.",
         default=False,
     )
     shutdown_queued: Literal["inspect", "report"] = doc(

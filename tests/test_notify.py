@@ -123,3 +123,60 @@ def test_pipeline_speaks_the_protocol_in_order(tmp_path, listener):
     assert kinds[-1] == "STOPPING" and kinds.count("STOPPING") == 1
     assert set(kinds[1:-1]) == {"STATUS", "WATCHDOG"}
     assert msgs[0]["STATUS"].startswith("inspected ")
+
+
+def test_idle_watchdog_needs_a_source_that_answers(tmp_path, listener):
+    """watchdog_when_idle: pings while a silent camera's reads time out; none once the
+    source itself stops answering."""
+    import threading
+    import time
+
+    from inspectd.config import default_config
+    from inspectd.runtime.pipeline import Pipeline
+    from inspectd.runtime.sources.base import FrameTimeout
+    from stand_ins import ThresholdBackend
+
+    class SilentCamera:
+        camera, nominal_fps, frame_shape, live, position = "cam0", None, (200, 200), True, None
+
+        def __init__(self):
+            self.hang = threading.Event()      # set: read() stops returning (a dead driver)
+            self.release = threading.Event()
+
+        def start(self):
+            pass
+
+        def read(self):
+            if self.hang.is_set():
+                self.release.wait()
+            self.release.wait(0.05)            # the fetch timeout of a triggered camera
+            raise FrameTimeout()
+
+        def stop(self):
+            self.release.set()
+
+        def stats(self):
+            return {}
+
+    cfg = default_config()
+    cfg.source.path = "unused"
+    cfg.service.status_interval_s = 0.1
+    cfg.service.ready_when = "started"
+    cfg.service.watchdog_when_idle = True
+    cam = SilentCamera()
+    pipe = Pipeline(cfg, source=cam, backend=ThresholdBackend(),
+                    notifier=Notifier(listener.env(watchdog_usec=200_000)), handle_signals=False)
+    runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
+    runner.start()
+    try:
+        pings = lambda m: sum("WATCHDOG" in x for x in m)   # noqa: E731
+        assert listener.wait_for(lambda m: pings(m) >= 3)    # idle but answering: fed
+        cam.hang.set()
+        hung_at = time.monotonic()
+        time.sleep(2.0)           # absence of pings can only be observed over time
+        assert [m for m in listener.messages if "WATCHDOG" in m and m["_t"] > hung_at + 1.0] == []
+    finally:
+        cam.release.set()
+        pipe.request_stop()
+        runner.join(60)
+    assert listener.messages[0].get("READY") == "1"

@@ -374,7 +374,7 @@ class Pipeline:
         reason = "end-of-stream"
         last_status = 0.0
         last_ping = time.monotonic()
-        inspected_at_ping = 0
+        inspected_at_ping = source_at_ping = 0
         shutdown_deadline: float | None = None
 
         while True:
@@ -390,10 +390,15 @@ class Pipeline:
                 log.info("ready", inspected=c["inspected"])
             # After STOPPING=1 systemd no longer expects pings (the stop has its own timeout).
             if wd_interval is not None and not self._shutting_down and now - last_ping >= wd_interval:
-                idle = c["queued"] == 0 and c["in_flight"] == 0
+                # Idle (nothing to inspect) counts as healthy only if the source still answers:
+                # a triggered camera times out in read() while the line stands still.
+                acq = self.acquisition.stats()
+                source_alive = acq["frames_read"] + acq["timeouts"]
+                idle = c["queued"] == 0 and c["in_flight"] == 0 and source_alive > source_at_ping \
+                    and self.acquisition.is_alive()
                 if c["inspected"] > inspected_at_ping or (svc.watchdog_when_idle and idle and not self._errors):
                     notifier.watchdog()
-                    last_ping, inspected_at_ping = now, c["inspected"]
+                    last_ping, inspected_at_ping, source_at_ping = now, c["inspected"], source_alive
             if now - last_status >= svc.status_interval_s:
                 last_status = now
                 self._update_rate(c["inspected"], now)
