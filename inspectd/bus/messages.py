@@ -1,0 +1,347 @@
+"""The event messages: topics, the JSON payloads, and their per-publisher sequence numbers.
+
+Every message is a ZeroMQ multipart message ``[topic, payload]`` (a ``defect`` message may
+carry a third part, a JPEG crop). The payload is UTF-8 JSON, one object, described by
+``inspectd/schemas/events.schema.json`` and ``docs/events.md``; it changes only together with
+``SCHEMA_VERSION``.
+
+Topics are ``KIND/CAMERA/DETAIL`` (``/`` cannot occur in a camera id or a class name):
+
+=================================  ===========================================
+``verdict/<camera>/<ok|reject>``   one per inspected frame
+``defect/<camera>/<class>``        one per defect of a verdict
+``uninspected/<camera>/<reason>``  a stretch of frames that was not inspected
+``heartbeat/<camera>/``            at a fixed interval, always
+``status/<camera>/``               counters, rates, latencies
+=================================  ===========================================
+
+ZeroMQ filters on topic prefixes, so a subscriber filters by kind with ``verdict/``, by kind
+and camera with ``verdict/cam0/`` (the trailing ``/`` keeps ``cam0`` from matching ``cam01``),
+by camera alone with the five ``KIND/cam0/`` prefixes (``camera_prefixes``), and finer with
+the detail (``verdict/cam0/reject``, ``defect/cam0/scratches``).
+
+Sequence numbers: ``seq`` counts every message of a publisher (all kinds, from 0);
+``kind_seq`` counts the messages of one kind. A subscriber that takes everything a publisher
+sends checks ``seq``; one that filters by kind (or kind and camera) checks ``kind_seq`` per
+kind. Either way a jump is a loss. ``publisher`` is a random id per process, so a restarted
+publisher (counting from 0 again) is told apart from a loss.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import threading
+import time
+from importlib import resources
+from typing import Any
+
+from inspectd.errors import InspectdError
+from inspectd.line import LineConfig, gate_deadline_wall_ns, strip_position_m
+from inspectd.runtime.frame import FrameMeta
+from inspectd.runtime.verdict import Defect, Verdict
+
+SCHEMA_VERSION = 1
+KINDS: tuple[str, ...] = ("verdict", "defect", "uninspected", "heartbeat", "status")
+SEP = "/"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NOT_TOKEN = re.compile(r"[^a-z0-9_\-]+")
+
+
+def check_token(value: str, what: str) -> str:
+    """A camera id or class name must not contain the topic separator (or spaces)."""
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise InspectdError(
+            f"{what} {value!r}: must be letters, digits, '_', '-' or '.' (it is a field of the event topics)"
+        )
+    return value
+
+
+def reason_token(reason: str) -> str:
+    """``reason`` of an uninspected stretch as a short lowercase token (``ring_overflow``)."""
+    token = _NOT_TOKEN.sub("_", str(reason).strip().lower()).strip("_")[:40]
+    return token or "unknown"
+
+
+def topic(kind: str, camera: str, detail: str = "") -> bytes:
+    return f"{kind}{SEP}{camera}{SEP}{detail}".encode("utf-8")
+
+
+def verdict_topic(camera: str, status: str) -> bytes:
+    return topic("verdict", camera, status)
+
+
+def defect_topic(camera: str, cls: str) -> bytes:
+    return topic("defect", camera, cls)
+
+
+def uninspected_topic(camera: str, reason: str) -> bytes:
+    return topic("uninspected", camera, reason_token(reason))
+
+
+def heartbeat_topic(camera: str) -> bytes:
+    return topic("heartbeat", camera)
+
+
+def status_topic(camera: str) -> bytes:
+    return topic("status", camera)
+
+
+def kind_prefix(kind: str) -> bytes:
+    """Subscription prefix for one kind from every camera."""
+    return f"{kind}{SEP}".encode("utf-8")
+
+
+def camera_prefixes(camera: str, kinds: tuple[str, ...] | list[str] = KINDS) -> list[bytes]:
+    """Subscription prefixes for every message (or the given kinds) of one camera."""
+    return [topic(k, camera) for k in kinds]
+
+
+def topic_for(msg: dict[str, Any]) -> bytes:
+    """The topic a payload is published under."""
+    kind, camera = msg["kind"], msg["camera"]
+    if kind == "verdict":
+        return verdict_topic(camera, msg["status"])
+    if kind == "defect":
+        return defect_topic(camera, msg["class"])
+    if kind == "uninspected":
+        return uninspected_topic(camera, msg["reason"])
+    if kind in ("heartbeat", "status"):
+        return topic(kind, camera)
+    raise ValueError(f"unknown message kind {kind!r}")
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """Payload bytes: compact UTF-8 JSON (the exact bytes every subscriber decodes)."""
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """Parse a payload; ValueError if it is not one JSON object with a known kind."""
+    msg = json.loads(payload.decode("utf-8"))
+    if not isinstance(msg, dict) or msg.get("kind") not in KINDS:
+        raise ValueError("not an inspectd event")
+    return msg
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of every payload."""
+    text = resources.files("inspectd").joinpath("schemas/events.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _jsonable(value: Any) -> Any:
+    """Counters from the pipeline as plain JSON: numpy scalars unwrapped, NaN/inf as null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if hasattr(value, "item"):  # numpy scalar
+        return _jsonable(value.item())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+def _f(x: Any, digits: int) -> float:
+    x = float(x)
+    return round(x, digits) if math.isfinite(x) else 0.0
+
+
+class EventEncoder:
+    """Builds the payload dicts of one publisher and numbers them.
+
+    The numbering is thread-safe, but numbers are handed out in the order the dicts are
+    built, so build them in the order they are sent (the publisher does, on its thread).
+    """
+
+    def __init__(self, camera: str, line: LineConfig, publisher_id: str | None = None):
+        self.camera = check_token(camera, "camera id")
+        self.line = line
+        self.publisher = publisher_id or secrets.token_hex(8)
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._kind_seq = dict.fromkeys(KINDS, 0)
+        self._last_frame: int | None = None
+        self._started_ns = time.monotonic_ns()
+
+    # -- numbering ---------------------------------------------------------------
+    @property
+    def next_seq(self) -> int:
+        with self._lock:
+            return self._seq
+
+    @property
+    def last_frame(self) -> int | None:
+        """Highest frame index covered by a verdict or an uninspected stretch so far."""
+        return self._last_frame
+
+    def skip(self, counts: dict[str, int]) -> None:
+        """Consume the numbers of messages that were lost before they were built.
+
+        The publisher calls this for what it could not queue, so that every lost message
+        shows as a gap in ``seq`` and ``kind_seq``.
+        """
+        with self._lock:
+            for kind, n in counts.items():
+                self._seq += n
+                self._kind_seq[kind] += n
+
+    def _envelope(self, kind: str, publish_wall_ns: int | None) -> dict[str, Any]:
+        with self._lock:
+            seq = self._seq
+            kind_seq = self._kind_seq[kind]
+            self._seq += 1
+            self._kind_seq[kind] += 1
+        return {
+            "schema": SCHEMA_VERSION,
+            "kind": kind,
+            "seq": seq,
+            "kind_seq": kind_seq,
+            "publisher": self.publisher,
+            "camera": self.camera,
+            "publish_wall_ns": time.time_ns() if publish_wall_ns is None else int(publish_wall_ns),
+        }
+
+    def _note_frame(self, index: int) -> None:
+        if self._last_frame is None or index > self._last_frame:
+            self._last_frame = index
+
+    # -- geometry ----------------------------------------------------------------
+    def position_m(self, meta: FrameMeta) -> float:
+        if meta.strip_position_m is not None:
+            return float(meta.strip_position_m)
+        return strip_position_m(self.line, meta.index, meta.height)
+
+    def _wall(self, meta: FrameMeta, mono_ns: int) -> int | None:
+        """A monotonic time of this frame's life as wall time (via the capture instant)."""
+        if not mono_ns:
+            return None
+        return meta.capture_wall_ns + (mono_ns - meta.capture_ns)
+
+    def defect_fields(self, d: Defect, meta: FrameMeta, position_m: float) -> dict[str, Any]:
+        mm = self.line.mm_per_px
+        x1, y1, x2, y2 = (float(v) for v in d.box)
+        origin_mm = position_m * 1000.0
+        return {
+            "class": d.cls,
+            "score": _f(d.score, 4),
+            "box": [_f(x1, 1), _f(y1, 1), _f(x2, 1), _f(y2, 1)],
+            "box_mm": [_f(x1 * mm, 1), _f(origin_mm + y1 * mm, 1), _f(x2 * mm, 1), _f(origin_mm + y2 * mm, 1)],
+            "area_px": int(d.area_px),
+            "area_mm2": _f(int(d.area_px) * mm * mm, 2),
+            "branch": d.branch,
+            "rejects": bool(d.rejects),
+        }
+
+    # -- messages ----------------------------------------------------------------
+    def verdict(self, v: Verdict, publish_wall_ns: int | None = None) -> dict[str, Any]:
+        meta = v.meta
+        msg = self._envelope("verdict", publish_wall_ns)
+        pos = self.position_m(meta)
+        length = self.line.frame_length(meta.height)
+        deadline = gate_deadline_wall_ns(self.line, meta.capture_wall_ns)
+        msg.update({
+            "frame": int(meta.index),
+            "camera_frame_id": meta.camera_frame_id,
+            "camera_timestamp_ns": meta.camera_timestamp_ns,
+            "width": int(meta.width),
+            "height": int(meta.height),
+            "capture_wall_ns": int(meta.capture_wall_ns),
+            "inference_start_wall_ns": self._wall(meta, v.inference_start_ns),
+            "inference_end_wall_ns": self._wall(meta, v.inference_end_ns),
+            "strip_position_m": _f(pos, 6),
+            "frame_length_m": _f(length, 6),
+            "gate_deadline_wall_ns": deadline,
+            "gate_until_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos, pos + length),
+            "late": msg["publish_wall_ns"] > deadline,
+            "status": v.status,
+            "defects": [self.defect_fields(d, meta, pos) for d in v.defects],
+        })
+        self._note_frame(meta.index)
+        return msg
+
+    def defect(self, v: Verdict, index: int, verdict_seq: int, publish_wall_ns: int | None = None,
+               crop: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own."""
+        meta = v.meta
+        d = v.defects[index]
+        msg = self._envelope("defect", publish_wall_ns)
+        pos = self.position_m(meta)
+        mm = self.line.mm_per_px
+        y1, y2 = float(d.box[1]), float(d.box[3])
+        msg.update({
+            "frame": int(meta.index),
+            "camera_frame_id": meta.camera_frame_id,
+            "capture_wall_ns": int(meta.capture_wall_ns),
+            "strip_position_m": _f(pos, 6),
+            "verdict_seq": int(verdict_seq),
+            "verdict_status": v.status,
+            "index": int(index),
+            "count": len(v.defects),
+            **self.defect_fields(d, meta, pos),
+            # The defect's own rows: a gate that can act on part of a frame needs only these.
+            "gate_deadline_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos,
+                                                           pos + max(0.0, y1) * mm / 1000.0),
+            "gate_until_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos,
+                                                        pos + max(0.0, y2) * mm / 1000.0),
+            "crop": crop,
+        })
+        return msg
+
+    def uninspected(self, first: FrameMeta, last: FrameMeta, count: int, reason: str,
+                    publish_wall_ns: int | None = None) -> dict[str, Any]:
+        """Frames ``first.index .. last.index`` (``count`` of them) were not inspected."""
+        msg = self._envelope("uninspected", publish_wall_ns)
+        start = self.position_m(first)
+        last_pos = self.position_m(last)
+        end = last_pos + self.line.frame_length(last.height)
+        msg.update({
+            "reason": reason_token(reason),
+            "first_frame": int(first.index),
+            "last_frame": int(last.index),
+            "count": int(count),
+            "first_camera_frame_id": first.camera_frame_id,
+            "last_camera_frame_id": last.camera_frame_id,
+            "first_capture_wall_ns": int(first.capture_wall_ns),
+            "last_capture_wall_ns": int(last.capture_wall_ns),
+            "strip_start_m": _f(start, 6),
+            "strip_end_m": _f(end, 6),
+            "gate_deadline_wall_ns": gate_deadline_wall_ns(self.line, first.capture_wall_ns),
+            "gate_until_wall_ns": gate_deadline_wall_ns(self.line, last.capture_wall_ns, last_pos, end),
+        })
+        self._note_frame(last.index)
+        return msg
+
+    def heartbeat(self, interval_s: float = 1.0, publish_wall_ns: int | None = None) -> dict[str, Any]:
+        msg = self._envelope("heartbeat", publish_wall_ns)
+        msg.update({
+            "interval_s": float(interval_s),
+            "last_frame": self._last_frame,
+            "uptime_s": _f((time.monotonic_ns() - self._started_ns) / 1e9, 3),
+        })
+        return msg
+
+    def status(self, counters: dict[str, Any], bus: dict[str, int] | None = None,
+               interval_s: float | None = None, publish_wall_ns: int | None = None) -> dict[str, Any]:
+        msg = self._envelope("status", publish_wall_ns)
+        msg.update({
+            "interval_s": None if interval_s is None else float(interval_s),
+            "uptime_s": _f((time.monotonic_ns() - self._started_ns) / 1e9, 3),
+            "last_frame": self._last_frame,
+            "line": {
+                "speed_m_per_s": self.line.speed_m_per_s,
+                "mm_per_px": self.line.mm_per_px,
+                "gate_distance_m": self.line.gate_distance_m,
+                "frame_length_m": self.line.frame_length_m,
+            },
+            "bus": {k: int(v) for k, v in (bus or {}).items()},
+            "counters": _jsonable(dict(counters)),
+        })
+        return msg

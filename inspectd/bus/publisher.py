@@ -1,0 +1,453 @@
+"""The event publisher: one thread owns the PUB socket; the pipeline never waits for it.
+
+The pipeline hands verdicts, dropped frames and status reports over through
+``publish_*``; each call takes a lock for a few list operations and returns. What happens
+when something cannot keep up, from the pipeline outwards:
+
+- The hand-over queue (``bus.queue_size``) is full (the publisher thread itself is stuck,
+  e.g. on a slow ``tap``): the verdict is not queued, counted as ``queue_full``, and its
+  sequence numbers are skipped, so every subscriber sees the loss as a gap.
+- A subscriber reads too slowly: ZeroMQ holds up to ``bus.send_hwm`` messages for it, then
+  drops that subscriber's messages (and only that subscriber's). libzmq does not report
+  these drops to the publisher; the subscriber sees them as gaps in ``seq``.
+- The socket refuses a message (``zmq.Again`` or an error): counted as ``not_sent``.
+
+Dropped frames are gathered into ``uninspected`` stretches of consecutive frames with the
+same reason, each sent at most ``bus.uninspected_max_delay_s`` after its first frame. They
+are not held in the bounded queue and are sent ahead of queued verdicts: an actuator
+rejects on them.
+
+Heartbeats come from the publisher thread at ``bus.heartbeat_interval_s``, always, also
+while verdicts flow: a heartbeat proves that the thread that sends everything else is alive.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import structlog
+import zmq
+
+from inspectd.bus.address import Address, parse_address
+from inspectd.bus.config import BusConfig
+from inspectd.bus.curve import CurveServer
+from inspectd.bus.messages import EventEncoder, encode, reason_token, topic_for
+from inspectd.errors import InspectdError
+from inspectd.runtime.frame import FrameMeta
+from inspectd.runtime.verdict import Verdict
+
+log = structlog.get_logger("inspectd.bus")
+
+Tap = Callable[[bytes, dict], None]
+
+
+@dataclass(slots=True)
+class _Item:
+    kind: str                                  # "verdict" | "status"
+    data: Any                                  # Verdict | dict of counters
+    crops: list | None = None                  # per defect: (pixels, (x1, y1, x2, y2)) or None
+    lost_after: dict[str, int] | None = None   # messages that could not be queued behind it
+
+
+@dataclass(slots=True)
+class _Stretch:
+    first: FrameMeta
+    last: FrameMeta
+    count: int
+    reason: str
+    due_ns: int                                # monotonic: send it by then
+
+
+@dataclass
+class _Counts:
+    emitted: int = 0          # messages built (numbered) and handed to the socket and the tap
+    sent: int = 0             # of those, accepted by the socket
+    not_sent: int = 0         # of those, refused by the socket
+    queue_full: int = 0       # messages never built: the hand-over queue was full (seq skipped)
+    after_close: int = 0      # publish_* calls after close()
+    abandoned: int = 0        # messages still waiting when close()'s time ran out
+    heartbeats: int = 0
+    uninspected_frames: int = 0
+    merged_stretches: int = 0  # stretches merged because too many waited (the merge only widens them)
+    tap_errors: int = 0
+    status_errors: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class EventPublisher:
+    """Publishes one camera's events; see the module text for what never blocks and why."""
+
+    def __init__(self, cfg: BusConfig, encoder: EventEncoder, tap: Tap | None = None,
+                 status_source: Callable[[], dict] | None = None):
+        self.cfg = cfg
+        self.encoder = encoder
+        self._tap = tap
+        self._status_source = status_source
+        self._address: Address | None = (
+            parse_address(cfg.publish, "bind", "bus.publish") if cfg.publish else None
+        )
+        self._cond = threading.Condition()
+        self._queue: deque[_Item] = deque()
+        self._pending: _Stretch | None = None
+        self._stretches: deque[_Stretch] = deque()
+        self._closing = False
+        self._closed = False
+        self._close_deadline_ns = 0
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._endpoint: str | None = None
+        self._counts = _Counts()
+        self._tap_error_logged = False
+        self._sock: zmq.Socket | None = None
+
+    # -- the pipeline side (any thread; never waits) -------------------------------------
+    def publish_verdict(self, verdict: Verdict, image: np.ndarray | None = None) -> bool:
+        """Queue a verdict (and its defect messages). False if it was not queued.
+
+        ``image`` is the frame (only read here, during the call, to cut defect crops when
+        ``bus.crops`` is on): a ring-buffer slot may be released as soon as this returns.
+        The verdict itself must not be changed afterwards.
+        """
+        crops = self._cut_crops(verdict, image) if (self.cfg.crops and image is not None) else None
+        counts = {"verdict": 1}
+        if self.cfg.defects and verdict.defects:
+            counts["defect"] = len(verdict.defects)
+        return self._put(_Item("verdict", verdict, crops), counts)
+
+    def publish_status(self, counters: dict) -> bool:
+        """Queue a ``status`` message with the pipeline's counters (copied now)."""
+        return self._put(_Item("status", dict(counters)), {"status": 1})
+
+    def publish_dropped(self, meta: FrameMeta, reason: str) -> None:
+        """Report one frame that will not be inspected (ring overflow, camera loss, ...).
+
+        Consecutive frames (index + 1) with the same reason become one ``uninspected``
+        message, sent at most ``bus.uninspected_max_delay_s`` after the first of them.
+        """
+        token = reason_token(reason)
+        now = time.monotonic_ns()
+        with self._cond:
+            if self._closed:
+                self._counts.after_close += 1
+                return
+            p = self._pending
+            if p is not None and p.reason == token and meta.index == p.last.index + 1:
+                p.last = meta
+                p.count += 1
+                return
+            if p is not None:
+                self._push_stretch(p)
+            self._pending = _Stretch(meta, meta, 1, token, now + round(self.cfg.uninspected_max_delay_s * 1e9))
+            self._cond.notify()
+
+    def _push_stretch(self, s: _Stretch) -> None:
+        # Called with the lock held. Stretches are tiny, but a stuck publisher thread must not
+        # make them pile up without bound: past the limit they merge into a wider stretch,
+        # which may then also cover frames that were inspected -- on the safe side.
+        if len(self._stretches) >= self.cfg.queue_size:
+            last = self._stretches[-1]
+            if s.first.index < last.first.index:
+                last.first = s.first
+            if s.last.index > last.last.index:
+                last.last = s.last
+            last.count += s.count
+            if last.reason != s.reason:
+                last.reason = "mixed"
+            self._counts.merged_stretches += 1
+        else:
+            self._stretches.append(s)
+
+    def _put(self, item: _Item, counts: dict[str, int]) -> bool:
+        with self._cond:
+            if self._closed or self._closing:
+                self._counts.after_close += 1
+                return False
+            if len(self._queue) >= self.cfg.queue_size:
+                # The numbers these messages would have had are skipped right after the
+                # tail item is sent, so the gap shows exactly where they were lost.
+                tail = self._queue[-1]
+                if tail.lost_after is None:
+                    tail.lost_after = {}
+                for kind, n in counts.items():
+                    tail.lost_after[kind] = tail.lost_after.get(kind, 0) + n
+                self._counts.queue_full += sum(counts.values())
+                return False
+            self._queue.append(item)
+            self._cond.notify()
+            return True
+
+    def _cut_crops(self, verdict: Verdict, image: np.ndarray) -> list:
+        """Copy (and shrink) each defect's region now; JPEG encoding happens on the thread."""
+        import cv2
+
+        h, w = image.shape[:2]
+        m = self.cfg.crop_margin_px
+        side = self.cfg.crop_max_side_px
+        crops: list = []
+        for d in verdict.defects:
+            x1, y1, x2, y2 = (float(v) for v in d.box)
+            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+                crops.append(None)
+                continue
+            cx1, cy1 = max(0, math.floor(x1) - m), max(0, math.floor(y1) - m)
+            cx2, cy2 = min(w, math.ceil(x2) + m), min(h, math.ceil(y2) + m)
+            if cx2 <= cx1 or cy2 <= cy1:
+                crops.append(None)
+                continue
+            region = image[cy1:cy2, cx1:cx2]
+            rh, rw = region.shape[:2]
+            if max(rh, rw) > side:
+                s = side / max(rh, rw)
+                pixels = cv2.resize(region, (max(1, round(rw * s)), max(1, round(rh * s))),
+                                    interpolation=cv2.INTER_AREA)
+            else:
+                pixels = region.copy()
+            crops.append((pixels, (cx1, cy1, cx2, cy2)))
+        return crops
+
+    # -- life cycle --------------------------------------------------------------------
+    def start(self) -> "EventPublisher":
+        """Start the thread (binding the socket, if any); raises InspectdError if it cannot."""
+        if self._thread is not None:
+            raise RuntimeError("publisher already started")
+        curve = None
+        if self.cfg.curve.enabled and self._address is not None:
+            curve = CurveServer.load(self.cfg.curve.server_secret_key, self.cfg.curve.allowed_clients_dir,
+                                     "bus.curve")
+            if not curve.allowed:
+                log.warning("bus_curve_no_clients", folder=str(curve.allowed_dir),
+                            note="no subscriber can connect until a client key is added and the daemon restarted")
+        self._thread = threading.Thread(target=self._main, args=(curve,),
+                                        name=f"publisher-{self.encoder.camera}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join(5.0)
+            raise self._start_error
+        return self
+
+    def close(self, timeout_s: float = 2.0) -> bool:
+        """Send what is queued (and any pending uninspected stretch), then close the socket.
+
+        Waits at most ``timeout_s``; returns False if the thread had not finished by then.
+        """
+        with self._cond:
+            if self._closed:
+                return True
+            self._closing = True
+            self._close_deadline_ns = time.monotonic_ns() + round(max(0.0, timeout_s) * 1e9)
+            self._cond.notify_all()
+        ok = True
+        if self._thread is not None:
+            self._thread.join(max(0.0, timeout_s))
+            ok = not self._thread.is_alive()
+            if not ok:
+                log.warning("bus_close_timeout", queued=len(self._queue), timeout_s=timeout_s)
+        with self._cond:
+            self._closed = True
+        return ok
+
+    def __enter__(self) -> "EventPublisher":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def endpoint(self) -> str | None:
+        """The address actually bound (wildcard port resolved), or None without a socket."""
+        return self._endpoint
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters (see ``_Counts``) plus what waits now: ``queued`` items, ``pending_uninspected``."""
+        c = self._counts
+        with self._cond:
+            queued = len(self._queue)
+            pending = sum(s.count for s in self._stretches) + (self._pending.count if self._pending else 0)
+        out = {k: v for k, v in vars(c).items() if k != "by_kind"}
+        out.update(queued=queued, pending_uninspected=pending)
+        out.update({f"emitted_{k}": v for k, v in c.by_kind.items()})
+        return out
+
+    # -- the publisher thread -------------------------------------------------------------
+    def _main(self, curve: CurveServer | None) -> None:
+        ctx = sock = auth = None
+        try:
+            if self._address is not None:
+                ctx = zmq.Context()
+                if curve is not None:
+                    auth = curve.start_authenticator(ctx)
+                sock = ctx.socket(zmq.PUB)
+                sock.setsockopt(zmq.SNDHWM, self.cfg.send_hwm)
+                sock.setsockopt(zmq.LINGER, 0)
+                if curve is not None:
+                    curve.apply(sock)
+                self._endpoint = self._address.attach(sock, "bus.publish")
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._start_error = exc if isinstance(exc, InspectdError) else InspectdError(
+                f"bus.publish {self.cfg.publish!r}: cannot open the socket: {exc}")
+            self._teardown(ctx, sock, auth)
+            self._ready.set()
+            return
+        self._sock = sock
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._teardown(ctx, sock, auth)
+
+    def _teardown(self, ctx: zmq.Context | None, sock: zmq.Socket | None, auth: Any) -> None:
+        if sock is not None:
+            # Give what libzmq still holds the rest of the close() time to reach subscribers.
+            remaining_ms = max(0, (self._close_deadline_ns - time.monotonic_ns()) // 1_000_000)
+            sock.close(linger=int(remaining_ms))
+        if auth is not None:
+            auth.stop()
+        if ctx is not None:
+            ctx.term()
+
+    def _loop(self) -> None:
+        hb_every = round(self.cfg.heartbeat_interval_s * 1e9)
+        st_every = round(self.cfg.status_interval_s * 1e9)
+        now = time.monotonic_ns()
+        hb_next = now                                   # one heartbeat at once: subscribers sync on it
+        st_next = now + st_every if self._status_source else None
+        while True:
+            work: _Item | _Stretch | None = None
+            finished = False
+            with self._cond:
+                while True:
+                    now = time.monotonic_ns()
+                    if self._closing and now > self._close_deadline_ns:
+                        # Out of close() time: what still waits is counted, not sent.
+                        self._counts.abandoned += sum(
+                            1 + (len(i.data.defects) if i.kind == "verdict" and self.cfg.defects else 0)
+                            for i in self._queue)
+                        self._counts.abandoned += len(self._stretches) + (self._pending is not None)
+                        self._queue.clear()
+                        self._stretches.clear()
+                        self._pending = None
+                        finished = True
+                        break
+                    if self._stretches:
+                        work = self._stretches.popleft()
+                        break
+                    p = self._pending
+                    if p is not None and (self._closing or now >= p.due_ns):
+                        work, self._pending = p, None
+                        break
+                    if now >= hb_next or (st_next is not None and now >= st_next):
+                        break
+                    if self._queue:
+                        work = self._queue.popleft()
+                        break
+                    if self._closing:
+                        finished = True
+                        break
+                    wake = min(hb_next, st_next if st_next is not None else hb_next,
+                               p.due_ns if p is not None else hb_next)
+                    self._cond.wait(max(0.0, (wake - now) / 1e9))
+            if finished:
+                return
+            now = time.monotonic_ns()
+            if now >= hb_next:
+                self._send(self.encoder.heartbeat(self.cfg.heartbeat_interval_s))
+                self._counts.heartbeats += 1
+                hb_next += hb_every
+                if hb_next <= now:          # after a stall: back on a fresh beat, no burst
+                    hb_next = now + hb_every
+            if st_next is not None and now >= st_next:
+                self._emit_status_from_source()
+                st_next = max(st_next + st_every, now + 1)
+            if isinstance(work, _Stretch):
+                self._emit_stretch(work)
+            elif isinstance(work, _Item):
+                if work.kind == "verdict":
+                    self._emit_verdict(work)
+                else:
+                    self._send(self.encoder.status(work.data, self._bus_counts()))
+                if work.lost_after:
+                    self.encoder.skip(work.lost_after)
+
+    def _emit_stretch(self, s: _Stretch) -> None:
+        self._send(self.encoder.uninspected(s.first, s.last, s.count, s.reason))
+        self._counts.uninspected_frames += s.count
+
+    def _bus_counts(self) -> dict[str, int]:
+        c = self._counts
+        return {"emitted": c.emitted, "sent": c.sent, "not_sent": c.not_sent, "queue_full": c.queue_full,
+                "queued": len(self._queue), "uninspected_frames": c.uninspected_frames}
+
+    def _emit_status_from_source(self) -> None:
+        try:
+            counters = self._status_source() if self._status_source else {}
+        except Exception as exc:  # noqa: BLE001 - a broken counter must not stop the bus
+            self._counts.status_errors += 1
+            log.warning("bus_status_source_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._send(self.encoder.status(counters, self._bus_counts(), self.cfg.status_interval_s))
+
+    def _emit_verdict(self, item: _Item) -> None:
+        v: Verdict = item.data
+        # A stretch of dropped frames that precedes this frame goes out first: the stream then
+        # mostly follows the strip, and the stretch does not wait for its delay to run out.
+        with self._cond:
+            p = self._pending
+            if p is not None and v.meta.index > p.last.index:
+                self._pending = None
+            else:
+                p = None
+        if p is not None:
+            self._emit_stretch(p)
+        msg = self.encoder.verdict(v)
+        self._send(msg)
+        if not self.cfg.defects:
+            return
+        for i in range(len(v.defects)):
+            crop_meta, jpeg = None, None
+            if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
+                crop_meta, jpeg = self._encode_crop(*item.crops[i])
+            self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta), jpeg)
+
+    def _encode_crop(self, pixels: np.ndarray, box: tuple[int, int, int, int]) -> tuple[dict | None, bytes | None]:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.crop_jpeg_quality])
+        if not ok:
+            return None, None
+        data = buf.tobytes()
+        return {"format": "jpeg", "box": list(box), "width": int(pixels.shape[1]),
+                "height": int(pixels.shape[0]), "bytes": len(data)}, data
+
+    def _send(self, msg: dict, extra: bytes | None = None) -> None:
+        c = self._counts
+        c.emitted += 1
+        topic = topic_for(msg)
+        c.by_kind[msg["kind"]] = c.by_kind.get(msg["kind"], 0) + 1
+        sock = self._sock
+        if sock is not None:
+            parts = [topic, encode(msg)] if extra is None else [topic, encode(msg), extra]
+            try:
+                sock.send_multipart(parts, flags=zmq.NOBLOCK)
+                c.sent += 1
+            except zmq.Again:
+                c.not_sent += 1
+            except zmq.ZMQError as exc:
+                c.not_sent += 1
+                log.warning("bus_send_failed", error=exc.strerror, seq=msg["seq"])
+        if self._tap is not None:
+            try:
+                self._tap(topic, msg)
+            except Exception as exc:  # noqa: BLE001 - a failing --out file must not stop the bus
+                c.tap_errors += 1
+                if not self._tap_error_logged:
+                    self._tap_error_logged = True
+                    log.error("bus_tap_failed", error=f"{type(exc).__name__}: {exc}",
+                              note="further tap errors are only counted (stats tap_errors)")
