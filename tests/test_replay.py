@@ -74,6 +74,12 @@ def test_one_verdict_per_frame_in_order(tmp_path, model, recording):
     assert all(v["status"] in ("ok", "reject") and isinstance(v["defects"], list) for v in rows)
     seqs = [v["seq"] for v in rows]
     assert seqs == sorted(set(seqs))
+    import jsonschema
+
+    from inspectd.bus.messages import load_schema
+    validator = jsonschema.Draft202012Validator(load_schema())
+    for v in rows:
+        validator.validate(v)                  # the --out line is the wire payload
     assert f"{n} frames inspected" in r.stderr and "0 uninspected" in r.stderr
     cap = cv2.VideoCapture(str(ann))
     frames = 0
