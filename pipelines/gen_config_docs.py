@@ -46,6 +46,17 @@ the file. The annotated defaults are in `configs/inspectd.yaml` (a recording) an
 """
 
 
+def _tname(tp: Any) -> str:
+    """configtools' type names, plus paths."""
+    if tp is Path:
+        return "a path"
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_tname(a) for a in get_args(tp))
+    if get_origin(tp) is list and get_args(tp) and get_args(tp)[0] is Path:
+        return "a list of paths"
+    return _type_name(tp)
+
+
 def _dataclass_in(tp: Any) -> type | None:
     """The dataclass a field holds (directly or as ``X | None``), if any."""
     if dataclasses.is_dataclass(tp):
@@ -115,7 +126,7 @@ def _section(cls: type, prefix: str, out: list[str], level: int) -> None:
             rows.append(f"| `{f.name}` | a mapping of names to sections `{key}.<name>` | {dflt} | {_cell(text)} |")
             continue
         dflt = "required" if default is dataclasses.MISSING else _yaml_value(default)
-        rows.append(f"| `{f.name}` | {_cell(_type_name(tp))} | {dflt} | {_cell(text)} |")
+        rows.append(f"| `{f.name}` | {_cell(_tname(tp))} | {dflt} | {_cell(text)} |")
     if rows:
         out.append("| key | type | default | meaning |")
         out.append("|---|---|---|---|")
@@ -140,7 +151,7 @@ def render() -> str:
         if _dataclass_in(tp) is not None:
             sections.append((f.name, _dataclass_in(tp), f.metadata.get("doc", "")))
         else:
-            top_rows.append(f"| `{f.name}` | {_cell(_type_name(tp))} | {_yaml_value(_default(f))} | "
+            top_rows.append(f"| `{f.name}` | {_cell(_tname(tp))} | {_yaml_value(_default(f))} | "
                             f"{_cell(f.metadata['doc'])} |")
     out.append("## Top level")
     out.append("")

@@ -90,7 +90,7 @@ def _check_bus(cfg, where: str) -> str:
     from inspectd.errors import InspectdError
 
     curve = cfg.bus.curve
-    if curve is not None:
+    if curve is not None and getattr(curve, "enabled", curve.server_secret_key is not None):
         if not Path(curve.server_secret_key).is_file():
             raise InspectdError(f"{where}: bus.curve.server_secret_key: {curve.server_secret_key} not found")
         if not Path(curve.allowed_clients_dir).is_dir():
