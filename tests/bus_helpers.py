@@ -56,6 +56,20 @@ def publisher(camera: str = "cam0", line: LineConfig | None = None, tap: Callabl
     return EventPublisher(bus_config(**cfg_kw), EventEncoder(camera, line or LineConfig()), tap=tap).start()
 
 
+def drain(pub: EventPublisher) -> None:
+    """Wait until the publisher thread has taken everything queued."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while pub.stats["queued"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert pub.stats["queued"] == 0, "publisher thread does not take its queue"
+
+
+def put(pub: EventPublisher, v: Verdict) -> None:
+    """Publish into a small queue without losing anything: wait until it is free."""
+    drain(pub)
+    assert pub.publish_verdict(v)
+
+
 def recv_until(sub: EventSubscriber, pred: Callable[[Event], bool], timeout_s: float = TIMEOUT_S) -> list[Event]:
     """Receive until ``pred(event)`` holds for one event; returns everything received (AssertionError on timeout)."""
     got: list[Event] = []

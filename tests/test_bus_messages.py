@@ -202,6 +202,29 @@ def test_gap_tracker_by_seq_by_kind_and_restarts():
     assert [(g.kind, g.missing) for g in gaps] == [("verdict", 1)]
 
 
+def test_heartbeats_reveal_the_loss_of_a_kinds_last_messages():
+    enc = EventEncoder("cam0", LineConfig())
+    covers = lambda kind, camera: kind in ("verdict", "heartbeat")  # noqa: E731 - e.g. verdict/cam0/ + heartbeat/cam0/
+    t = GapTracker("kind_seq", covers)
+    first_hb = enc.heartbeat()
+    assert first_hb["next_kind_seq"] == {"verdict": 0, "defect": 0, "uninspected": 0, "heartbeat": 1, "status": 0}
+    assert t.feed(first_hb) == ([], False)                  # sets the baseline: verdicts from 0 on
+    assert t.feed(enc.verdict(verdict(0))) == ([], False)
+    enc.verdict(verdict(1))                                  # lost
+    enc.verdict(verdict(2))                                  # lost, and no verdict follows
+    enc.defect(verdict(2, n_defects=1), 0, 0)                # not subscribed: never a gap
+    gaps, _ = t.feed(enc.heartbeat())
+    assert [(g.kind, g.expected, g.received, g.missing) for g in gaps] == [("verdict", 1, 3, 2)]
+    assert t.feed(enc.heartbeat()) == ([], False)            # reported once
+    assert t.feed(enc.verdict(verdict(3))) == ([], False)
+    lost_before_any = GapTracker("kind_seq", covers)
+    enc2 = EventEncoder("cam1", LineConfig())
+    lost_before_any.feed(enc2.heartbeat())
+    enc2.verdict(verdict(0, camera="cam1"))                  # the first verdict after we joined is lost
+    gaps, _ = lost_before_any.feed(enc2.heartbeat())
+    assert [(g.kind, g.missing) for g in gaps] == [("verdict", 1)]
+
+
 def test_line_and_bus_config_sections_validate_with_clear_errors():
     assert from_mapping(LineConfig, {"speed_m_per_s": 12, "frame_length_m": None}, "x.yaml").speed_m_per_s == 12.0
     with pytest.raises(ConfigError, match=r"x.yaml: line.speed_m_per_s: must be a positive number, got 0.0"):

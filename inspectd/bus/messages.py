@@ -23,7 +23,8 @@ the detail (``verdict/cam0/reject``, ``defect/cam0/scratches``).
 Sequence numbers: ``seq`` counts every message of a publisher (all kinds, from 0);
 ``kind_seq`` counts the messages of one kind. A subscriber that takes everything a publisher
 sends checks ``seq``; one that filters by kind (or kind and camera) checks ``kind_seq`` per
-kind. Either way a jump is a loss. ``publisher`` is a random id per process, so a restarted
+kind, and each heartbeat's ``next_kind_seq`` (so that the loss of a kind's last message shows
+within a heartbeat interval). Either way a jump is a loss. ``publisher`` is a random id per process, so a restarted
 publisher (counting from 0 again) is told apart from a loss.
 """
 from __future__ import annotations
@@ -321,8 +322,13 @@ class EventEncoder:
 
     def heartbeat(self, interval_s: float = 1.0, publish_wall_ns: int | None = None) -> dict[str, Any]:
         msg = self._envelope("heartbeat", publish_wall_ns)
+        with self._lock:
+            # What each kind's next message will carry: a subscriber that follows kind_seq learns
+            # here, at the latest, that the last messages of a kind were lost.
+            next_kind_seq = dict(self._kind_seq)
         msg.update({
             "interval_s": float(interval_s),
+            "next_kind_seq": next_kind_seq,
             "last_frame": self._last_frame,
             "uptime_s": _f((time.monotonic_ns() - self._started_ns) / 1e9, 3),
         })

@@ -20,7 +20,12 @@ from inspectd.errors import InspectdError
 
 
 class EventProxy:
-    """Runs ``zmq.proxy_steerable`` on its own thread (which owns both sockets)."""
+    """Forwards on its own thread, which owns both sockets.
+
+    The loop is ours rather than ``zmq.proxy_steerable``: libzmq 4.3's steerable proxy can
+    miss its TERMINATE command when a subscriber has just left, and a loop of our own also
+    counts what it forwards.
+    """
 
     def __init__(self, inputs: Sequence[str], output: str, *, hwm: int = 1000,
                  curve_in: CurveClient | None = None, curve_out: CurveServer | None = None):
@@ -32,12 +37,14 @@ class EventProxy:
         self._curve_in = curve_in
         self._curve_out = curve_out
         self._ctx = zmq.Context()
-        self._control_addr = f"inproc://inspectd-proxy-control-{id(self)}"
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._stop = threading.Event()
         self._error: BaseException | None = None
         self.in_endpoints: list[str] = []
         self.out_endpoint: str | None = None
+        self.forwarded = 0          # messages passed to subscribers
+        self.subscriptions = 0      # (un)subscriptions passed to publishers
         self._auth = None
 
     def start(self) -> "EventProxy":
@@ -51,7 +58,7 @@ class EventProxy:
         return self
 
     def _main(self) -> None:
-        xsub = xpub = control = None
+        xsub = xpub = None
         try:
             if self._curve_out is not None:
                 self._auth = self._curve_out.start_authenticator(self._ctx)
@@ -65,13 +72,11 @@ class EventProxy:
             xpub.setsockopt(zmq.LINGER, 0)
             if self._curve_out is not None:
                 self._curve_out.apply(xpub)
-            control = self._ctx.socket(zmq.PAIR)
-            control.bind(self._control_addr)
             self.in_endpoints = [a.attach(xsub, "--in address") for a in self._inputs]
             self.out_endpoint = self._output.attach(xpub, "--out address")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._error = exc if isinstance(exc, InspectdError) else InspectdError(f"proxy: {exc}")
-            for s in (xsub, xpub, control):
+            for s in (xsub, xpub):
                 if s is not None:
                     s.close(linger=0)
             if self._auth is not None:
@@ -80,22 +85,36 @@ class EventProxy:
             return
         self._ready.set()
         try:
-            zmq.proxy_steerable(xsub, xpub, None, control)
-        except zmq.ContextTerminated:
-            pass
+            self._forward(xsub, xpub)
         finally:
-            for s in (xsub, xpub, control):
-                s.close(linger=0)
+            xsub.close(linger=0)
+            xpub.close(linger=0)
+
+    def _forward(self, xsub: zmq.Socket, xpub: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(xsub, zmq.POLLIN)
+        poller.register(xpub, zmq.POLLIN)
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(100):
+                src, dst = (xsub, xpub) if sock is xsub else (xpub, xsub)
+                for _ in range(1000):           # a batch, then look at the other side and stop again
+                    try:
+                        parts = src.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        # XPUB drops a slow subscriber's messages at its HWM, never blocks.
+                        dst.send_multipart(parts, zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+                    if src is xsub:
+                        self.forwarded += 1
+                    else:
+                        self.subscriptions += 1
 
     def close(self, timeout_s: float = 5.0) -> None:
-        if self._thread is None:
-            self._ctx.term()
-            return
-        if self._thread.is_alive():
-            ctl = self._ctx.socket(zmq.PAIR)
-            ctl.connect(self._control_addr)
-            ctl.send(b"TERMINATE")
-            ctl.close(linger=int(timeout_s * 1000))
+        self._stop.set()
+        if self._thread is not None:
             self._thread.join(timeout_s)
         if self._auth is not None:
             self._auth.stop()

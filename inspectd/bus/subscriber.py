@@ -5,9 +5,11 @@ payload, so it works through a proxy that merges several cameras):
 
 - ``track="seq"`` checks ``seq``, which counts every message of a publisher. Right when the
   subscription takes everything (topic prefix ``""``).
-- ``track="kind_seq"`` checks ``kind_seq`` per (publisher, kind). Right for subscriptions
-  by kind or by kind and camera (``verdict/``, ``verdict/cam0/``). A filter down to the detail
-  (``verdict/cam0/reject``) sees jumps that are not losses.
+- ``track="kind_seq"`` checks ``kind_seq`` per (publisher, kind), and each heartbeat's
+  ``next_kind_seq`` for the kinds the subscription takes in full. Right for subscriptions
+  by kind or by kind and camera (``verdict/``, ``verdict/cam0/``); subscribe to the
+  heartbeats too, or the loss of a kind's last message goes unnoticed until the next one.
+  A filter down to the detail (``verdict/cam0/reject``) sees jumps that are not losses.
 - ``"auto"`` picks ``seq`` for an unfiltered subscription and ``kind_seq`` otherwise.
 
 The first message from a publisher starts its count (a subscriber that joins late has
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import zmq
 
@@ -60,10 +62,18 @@ class Event:
 
 
 class GapTracker:
-    """Sequence bookkeeping for any source of decoded payloads."""
+    """Sequence bookkeeping for any source of decoded payloads.
 
-    def __init__(self, track: Literal["seq", "kind_seq"] = "seq"):
+    ``covers(kind, camera)`` says whether the subscription receives every message of that
+    kind from that camera; with it, ``kind_seq`` tracking also checks each heartbeat's
+    ``next_kind_seq`` for those kinds, so that the loss of the last message of a kind
+    (say, the last verdict before the line stops) shows within one heartbeat interval.
+    """
+
+    def __init__(self, track: Literal["seq", "kind_seq"] = "seq",
+                 covers: Callable[[str, str], bool] | None = None):
         self.track = track
+        self._covers = covers
         self._last: dict[tuple[str, str | None], int] = {}
         self._publisher_of: dict[str, str] = {}     # camera -> latest publisher id
         self.gaps = 0
@@ -87,6 +97,8 @@ class GapTracker:
         if not isinstance(number, int):
             return [], restarted
         gaps: list[Gap] = []
+        if self.track == "kind_seq" and msg.get("kind") == "heartbeat":
+            self._check_announced(pub, camera, msg.get("next_kind_seq"), gaps)
         last = self._last.get(key)
         if last is not None:
             if number > last + 1:
@@ -98,6 +110,26 @@ class GapTracker:
                 return gaps, restarted
         self._last[key] = number
         return gaps, restarted
+
+    def _check_announced(self, pub: str, camera: str, announced: Any, gaps: list[Gap]) -> None:
+        if not isinstance(announced, dict):
+            return
+        for kind, nxt in announced.items():
+            if kind == "heartbeat" or not isinstance(nxt, int):
+                continue
+            if self._covers is not None and not self._covers(kind, camera):
+                continue
+            key = (pub, kind)
+            last = self._last.get(key)
+            if last is None:
+                if self._covers is not None:
+                    self._last[key] = nxt - 1      # messages before this heartbeat predate us
+                continue
+            if nxt - 1 > last:
+                gaps.append(Gap(pub, camera, kind, last + 1, nxt))
+                self.gaps += 1
+                self.missing += nxt - 1 - last
+                self._last[key] = nxt - 1
 
 
 class EventSubscriber:
@@ -117,7 +149,12 @@ class EventSubscriber:
         prefixes = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in topics] or [b""]
         if track == "auto":
             track = "seq" if b"" in prefixes else "kind_seq"
-        self.tracker = GapTracker(track)
+
+        def covers(kind: str, camera: str) -> bool:
+            full = f"{kind}/{camera}/".encode("utf-8")
+            return any(full.startswith(p) for p in prefixes)
+
+        self.tracker = GapTracker(track, covers)
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
