@@ -26,4 +26,8 @@ class Backend(Protocol):
 
     def infer(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
+    # Optional: ``infer_labels(tiles) -> (det, labels uint8 [N, H, W], conf float32 [N, H, W])``,
+    # the segmentation arg-max done by the backend (on a GPU it copies back 8x less data). The
+    # inference stage uses it when present.
+
     def close(self) -> None: ...

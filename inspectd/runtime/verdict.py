@@ -25,5 +25,5 @@ class Verdict:
     meta: FrameMeta
     status: Status
     defects: list[Defect] = field(default_factory=list)
-    inference_start_ns: int = 0   # monotonic ns when the frame's batch entered the model
+    inference_start_ns: int = 0   # monotonic ns when the inference stage took the frame (tiling included)
     inference_end_ns: int = 0     # monotonic ns when merge finished

@@ -57,6 +57,8 @@ class TrainConfig:
         default="off")
     threads: int = doc("torch CPU threads, 0 = all cores", default=0)
     eval_every: int = doc("validate every N epochs (and always after the last)", default=1)
+    checkpoint_every: int = doc("write the resume state, checkpoints and curves every N epochs "
+                                "(and always after the last)", default=1)
     eval_conf: float = doc("score threshold for mAP during validation", default=0.001)
     fitness: dict[str, float] = doc(
         "weights of val metrics in the fitness that picks the best checkpoint",

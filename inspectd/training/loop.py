@@ -180,7 +180,8 @@ class Trainer:
                 row.update(self._validate())
             row["elapsed_s"] = round(time.time() - t_start, 1)
             self.history.append(row)
-            self._save(row)
+            if last or self.epoch % cfg.checkpoint_every == 0 or "val_fitness" in row:
+                self._save(row)
         return self.history
 
     def _train_epoch(self, stage: StageConfig, e_in: int) -> dict:
