@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from bus_helpers import TIMEOUT_S, assert_valid, meta, publisher, put, verdict
 from inspectd.bus.messages import camera_prefixes

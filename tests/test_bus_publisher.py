@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bus_helpers import (TIMEOUT_S, Collector, assert_valid, is_kind, meta, publisher, recv_until, synced,
+from bus_helpers import (TIMEOUT_S, Collector, assert_valid, meta, publisher, recv_until, synced,
                          verdict)
 from inspectd.bus.config import BusConfig
 from inspectd.bus.messages import EventEncoder
@@ -357,7 +357,8 @@ def test_close_sends_what_is_queued():
             pub.publish_verdict(verdict(i))
         pub.publish_dropped(meta(k + 300), "shutdown")        # pending stretch: flushed by close
         assert pub.close(TIMEOUT_S)
-        col.wait(lambda evs: any(e.msg["kind"] == "uninspected" for e in evs))
+        col.wait(lambda evs: any(e.msg["kind"] == "uninspected" for e in evs)
+                 and any(e.msg["kind"] == "verdict" and e.msg["frame"] == k + 299 for e in evs))
         events = col.stop()
     finally:
         if col:

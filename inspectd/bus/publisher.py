@@ -273,7 +273,7 @@ class EventPublisher:
             pending = sum(s.count for s in self._stretches) + (self._pending.count if self._pending else 0)
         out = {k: v for k, v in vars(c).items() if k != "by_kind"}
         out.update(queued=queued, pending_uninspected=pending)
-        out.update({f"emitted_{k}": v for k, v in c.by_kind.items()})
+        out.update({f"emitted_{k}": v for k, v in dict(c.by_kind).items()})
         return out
 
     # -- the publisher thread -------------------------------------------------------------
@@ -365,7 +365,9 @@ class EventPublisher:
                     hb_next = now + hb_every
             if st_next is not None and now >= st_next:
                 self._emit_status_from_source()
-                st_next = max(st_next + st_every, now + 1)
+                st_next += st_every
+                if st_next <= now:
+                    st_next = now + st_every
             if isinstance(work, _Stretch):
                 self._emit_stretch(work)
             elif isinstance(work, _Item):
