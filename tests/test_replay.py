@@ -17,7 +17,9 @@ from inspectd.model import default_model_path
 from stand_ins import tiny_checkpoint, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
-NEU = Path("/work/shared/data/neu")
+# shared/data/neu beside the repository (absent in a bare clone: the tests that need it skip).
+NEU = next((p for p in (ROOT.parent / "shared" / "data" / "neu", Path("/work/shared/data/neu"))
+            if (p / "images").is_dir()), None)
 INSPECTD = [sys.executable, "-m", "inspectd.cli"]
 ENV = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "INSPECTD_DEBUG")}
 
@@ -45,8 +47,13 @@ def model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> tuple[Path, dict]:
-    """A recording made by the acquisition engineer's helper from NEU validation images."""
+def recording(tmp_path_factory) -> tuple[Path, dict | None]:
+    """A recording made by the acquisition engineer's helper from NEU validation images,
+    with its ground truth; without the NEU data, a synthetic one without ground truth."""
+    if NEU is None:
+        out = tmp_path_factory.mktemp("rec") / "strip.avi"
+        write_video(out, 6, size=(600, 200))
+        return out, None
     sys.path.insert(0, str(ROOT / "pipelines"))
     from make_sample_recording import make_recording
     stems = [s for s in (NEU / "val.txt").read_text().split() if s]
@@ -68,7 +75,7 @@ def test_one_verdict_per_frame_in_order(tmp_path, model, recording):
     r = _replay(video, "--model", model, "--out", out, "--annotate", ann)
     assert r.returncode == 0, r.stderr
     rows = _lines(out)
-    n = truth["frames"]
+    n = truth["frames"] if truth else 6
     assert [v["frame"] for v in rows] == list(range(n))
     assert all(v["kind"] == "verdict" and v["schema"] >= 1 and v["camera"] == "cam0" for v in rows)
     assert all(v["status"] in ("ok", "reject") and isinstance(v["defects"], list) for v in rows)
@@ -269,6 +276,8 @@ def _match(defect: dict, gt: dict) -> bool:
 @needs_trained
 def test_shipped_model_finds_ground_truth_defects(tmp_path, recording):
     video, truth = recording
+    if truth is None:
+        pytest.skip("shared/data/neu not found beside the repository")
     out = tmp_path / "v.jsonl"
     r = _replay(video, "--out", out, "--model", TRAINED)
     assert r.returncode == 0, r.stderr
