@@ -1,0 +1,123 @@
+"""OpenVINO backend: the checkpoint's exported inference graph on the CPU, fp32 or bf16.
+
+Same graph and cache as the ONNX Runtime backend (``inspectd.backends.onnx_model``). What
+OpenVINO adds on this kind of CPU is bf16: on processors with native bf16 arithmetic
+(AVX512_BF16 as on AMD Zen 4, or Intel AMX) it runs the convolutions in bf16 with fp32
+accumulation, much faster than fp32 (figures and the accuracy cost in BENCHMARKS.md). On a
+CPU without it, bf16 is refused rather than emulated slowly.
+
+The model is compiled for the batch size it is called with (a camera's frames all cut into
+the same number of tiles) and kept; a second batch size compiles a second one. Precision is
+always set explicitly: OpenVINO would otherwise pick bf16 by itself on CPUs with AMX.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import openvino as ov
+
+from inspectd.backends.onnx_model import LABEL_OUTPUTS, PROB_OUTPUTS, OnnxModel, check_tiles, prepare
+from inspectd.errors import InspectdError
+
+if TYPE_CHECKING:
+    from inspectd.runtime.inference import InferenceConfig
+
+PRECISIONS = ("fp32", "bf16")
+_HINT = {"fp32": "f32", "bf16": "bf16"}
+
+
+def cpu_has_bf16(core: "ov.Core | None" = None) -> bool:
+    """Native bf16 on this CPU as OpenVINO sees it."""
+    core = core or ov.Core()
+    try:
+        return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - an old plugin without the property: assume not
+        return False
+
+
+class OpenVinoBackend:
+    """Runs a prepared ONNX graph with OpenVINO's CPU plugin (one synchronous infer request)."""
+
+    name = "openvino"
+
+    def __init__(self, model: OnnxModel, threads: int = 0, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise InspectdError(f"inference.precision: openvino runs {' or '.join(PRECISIONS)}, got {precision!r}")
+        self._core = ov.Core()
+        if precision == "bf16" and not cpu_has_bf16(self._core):
+            raise InspectdError("inference.precision: bf16 requested but this CPU has no native bf16 "
+                                "(AVX512_BF16 or AMX); use fp32")
+        try:
+            self._model = self._core.read_model(str(model.path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long text
+            raise InspectdError(f"model file {model.source}: OpenVINO cannot read it ({str(exc).splitlines()[0]})") from None
+        cfg = model.config
+        self.model = model
+        self.model_config = cfg
+        self.precision = precision if model.precision == "fp32" else f"{model.precision}+{precision}"
+        self.threads = threads
+        self.input_size = (int(cfg.input_size[0]), int(cfg.input_size[1]))
+        self.channels = int(cfg.in_channels)
+        self.class_names = list(cfg.class_names)
+        self.seg_class_names = list(cfg.seg_class_names)
+        self._props = {
+            "INFERENCE_PRECISION_HINT": _HINT[precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+        }
+        if threads > 0:
+            self._props["INFERENCE_NUM_THREADS"] = str(threads)
+        self._requests: dict[tuple[tuple[str, ...], int], ov.InferRequest] = {}
+        self._closed = False
+
+    def _request(self, outputs: tuple[str, ...], batch: int) -> "ov.InferRequest":
+        key = (outputs, batch)
+        req = self._requests.get(key)
+        if req is None:
+            # A model with only the wanted results: OpenVINO then neither computes nor
+            # copies out what is not asked for (the full probabilities, for infer_labels).
+            m = self._model.clone()
+            wanted = [m.output(name) for name in outputs]
+            sub = ov.Model(wanted, m.get_parameters(), "inspectd")
+            sub.reshape({0: ov.PartialShape([batch, self.channels, *self.input_size])})
+            req = self._core.compile_model(sub, "CPU", self._props).create_infer_request()
+            self._requests[key] = req
+        return req
+
+    def _run(self, tiles: np.ndarray, outputs: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        if self._closed:
+            raise RuntimeError("OpenVinoBackend.infer after close()")
+        check_tiles(tiles, self.channels, self.input_size)
+        req = self._request(outputs, tiles.shape[0])
+        req.infer({0: np.ascontiguousarray(tiles)})
+        # Copies: the request's buffers are overwritten by its next call.
+        return tuple(req.get_output_tensor(i).data.copy() for i in range(len(outputs)))
+
+    def infer(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        det, seg = self._run(tiles, PROB_OUTPUTS)
+        return det, seg
+
+    def infer_labels(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(det [N, A, 5+nc], labels uint8 [N, H, W], conf float32 [N, H, W]); see the inference stage."""
+        det, labels, conf = self._run(tiles, LABEL_OUTPUTS)
+        return det, labels, conf
+
+    def warmup(self, batch: int = 1) -> None:
+        """Compile for ``batch`` and run once on zeros."""
+        self.infer_labels(np.zeros((batch, self.channels) + self.input_size, np.uint8))
+
+    def close(self) -> None:
+        self._closed = True
+        self._requests.clear()
+        self._model = None
+
+
+def create(path: str | Path, cfg: "InferenceConfig") -> OpenVinoBackend:
+    """The backend for ``inference.backend: openvino`` (``inference.precision`` fp32 or bf16)."""
+    if cfg.device == "cuda":
+        raise InspectdError("inference.device: the openvino backend runs on the CPU; "
+                            "use backend 'torch' for CUDA (or device 'auto' or 'cpu')")
+    precision = getattr(cfg, "precision", "fp32")
+    return OpenVinoBackend(prepare(path), threads=cfg.threads, precision=precision)

@@ -1,0 +1,65 @@
+"""The OpenVINO backend: fp32 gives PyTorch's numbers; bf16 runs where the CPU has it.
+Skipped when openvino is not installed (it is an optional extra: inspectd[openvino]).
+
+Tolerance against PyTorch (fp32): box corners within 0.05 px, probabilities within 2e-4.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+from inspectd.backends.onnx_model import prepare  # noqa: E402
+from inspectd.backends.openvino_backend import OpenVinoBackend, cpu_has_bf16, create  # noqa: E402
+from inspectd.backends.torch_backend import TorchBackend  # noqa: E402
+from inspectd.errors import InspectdError  # noqa: E402
+from inspectd.model.checkpoint import save_checkpoint  # noqa: E402
+from inspectd.runtime.inference import InferenceConfig  # noqa: E402
+from lively_model import lively_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INSPECTD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    model, _ = lively_model()
+    ckpt = save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "lively.safetensors")
+    tiles = np.random.default_rng(0).integers(0, 256, (2, 1, 224, 224), dtype=np.uint8)
+    det, seg = TorchBackend(ckpt, threads=1).infer(tiles)
+    yield ckpt, prepare(ckpt), tiles, det, seg
+    mp.undo()
+
+
+def test_fp32_equals_torch(setup):
+    ckpt, model, tiles, det_t, seg_t = setup
+    b = OpenVinoBackend(model, threads=1)
+    det, seg = b.infer(tiles)
+    np.testing.assert_allclose(det[..., :4], det_t[..., :4], atol=0.05, rtol=0)
+    np.testing.assert_allclose(det[..., 4:], det_t[..., 4:], atol=2e-4, rtol=0)
+    np.testing.assert_allclose(seg, seg_t, atol=2e-4, rtol=0)
+    det2, labels, conf = b.infer_labels(tiles)
+    np.testing.assert_allclose(det2, det, atol=1e-5)
+    assert labels.dtype == np.uint8 and (labels == seg_t.argmax(1)).mean() >= 0.999
+    # Another batch size compiles another model; the first keeps working.
+    det1, _ = b.infer(tiles[:1])
+    np.testing.assert_allclose(det1, det[:1], atol=1e-4)
+    assert b.class_names == model.config.class_names
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="CPU without native bf16")
+def test_bf16_runs_close_to_fp32(setup):
+    _, model, tiles, _, seg_t = setup
+    b = OpenVinoBackend(model, threads=1, precision="bf16")
+    det, labels, conf = b.infer_labels(tiles)
+    assert np.isfinite(det).all() and np.isfinite(conf).all()
+    # bf16 keeps 8 bits of mantissa: probabilities move, but stay near.
+    assert np.abs(conf - seg_t.max(1)).mean() < 0.05
+
+
+def test_config_errors(setup):
+    ckpt = setup[0]
+    with pytest.raises(InspectdError, match="inference.device"):
+        create(ckpt, InferenceConfig(model=ckpt, device="cuda"))
+    with pytest.raises(InspectdError, match="fp32 or bf16"):
+        OpenVinoBackend(setup[1], precision="int4")
