@@ -1,0 +1,723 @@
+"""``inspectd bench``: the model alone, the inference stage and the full pipeline, on the same frames.
+
+One process, one run, one recording:
+
+1. **frames**: a lossless FFV1 recording of ``frames`` frames of ``frame_size`` written with
+   OpenCV into a temporary folder, cut from the NEU strip in ``samples/neu_strip.mkv`` (or
+   a synthetic texture when the sample is not installed). Decoded once into memory for 2 and 3.
+2. **model alone**, per backend: the frames cut into tiles beforehand, then one backend call
+   per frame (the call the inference stage makes: ``infer_labels`` where the backend has it),
+   back to back, after warm-up.
+3. **inference stage**: ``InferenceStage.process`` per frame: tiling, the backend call,
+   per-tile decoding and NMS, cross-tile fusion, segmentation stitching, the merge.
+4. **full pipeline**: ``Pipeline`` on the recording (video source, ring buffer, inference
+   thread, publisher on a real ``tcp://127.0.0.1`` socket) with a subscriber in another
+   process that must receive every verdict. Once as fast as it goes (ring policy ``block``:
+   nothing dropped; latency then includes the queue), once paced at ``rate`` frames per second
+   like a camera (policy ``drop_oldest``, as in service): the latency run.
+
+Latency is taken from the verdict itself: ``publish_wall_ns - capture_wall_ns`` (capture to
+publish), and at the subscriber ``receipt - capture_wall_ns``. Peak memory is the process's
+resident set, sampled every 10 ms during each measurement.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from inspectd.errors import InspectdError
+
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "torch-cuda")
+PAPER_FPS = 85.6            # Zhang et al. 2022, end to end on a Tesla P100 (200 x 200 images)
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "neu_strip.mkv"
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchOptions:
+    model: Path | None = None           # None: the shipped model, else a random-weight `n` model
+    frames: int = 300
+    frame_size: tuple[int, int] = (200, 200)    # (H, W)
+    backends: list[str] | None = None   # None: all of BACKENDS (unavailable ones reported as such)
+    pipeline_backend: str | None = None  # None: the fastest model-alone backend
+    rate: float = 50.0                  # input rate of the paced pipeline run (0: skip it)
+    threads: int = 0                    # backend CPU threads (0: the runtime's default)
+    calib_data: Path | None = None      # NEU-style folder to calibrate int8 on (else the bench frames)
+    workdir: Path | None = None         # where the recording (and a random model) go; None: a temp dir
+    progress: Progress | None = None
+
+
+# -- small measuring tools ---------------------------------------------------------------
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class RssPeak:
+    """Highest resident set size of this process while the ``with`` block runs."""
+
+    def __init__(self, interval_s: float = 0.01):
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __enter__(self) -> "RssPeak":
+        self.peak = _rss_bytes()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def _stats_ms(values_ns: list[int] | np.ndarray) -> dict[str, float]:
+    a = np.asarray(values_ns, dtype=np.float64) / 1e6
+    if a.size == 0:
+        return {"mean": math.nan, "p50": math.nan, "p99": math.nan, "max": math.nan}
+    return {"mean": round(float(a.mean()), 3), "p50": round(float(np.percentile(a, 50)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3)}
+
+
+# -- the machine ----------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "logical_cpus": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
+        flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+        info["cpu_model"] = names[0] if names else platform.processor()
+        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+                             if f in flags]
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("torch", "onnxruntime", "openvino", "numpy", "cv2", "zmq"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:
+                continue
+        versions[mod] = getattr(m, "__version__", "?")
+    info["versions"] = versions
+    return info
+
+
+# -- the model ------------------------------------------------------------------------------
+def resolve_model(opts: BenchOptions, workdir: Path, progress: Progress) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to measure: --model, the shipped model, or the `n` preset with random weights."""
+    if opts.model is not None:
+        path = Path(opts.model).expanduser()
+        if not path.is_file():
+            raise InspectdError(f"--model {opts.model}: model file not found")
+        return path, {"path": str(path), "random_weights": False}
+    from inspectd.model import default_model_path
+    shipped = default_model_path()
+    if shipped.is_file():
+        return shipped, {"path": str(shipped), "random_weights": False}
+    progress(f"the shipped model {shipped} is missing: measuring the `n` preset with random weights")
+    return random_model(workdir / "random-n.safetensors"), {
+        "path": None, "random_weights": True,
+        "note": f"shipped model {shipped.name} missing: preset n with random weights (speed only; "
+                "detection counts, and so decoding and merge costs, differ from a trained model)"}
+
+
+def random_model(path: Path, preset: str = "n", seed: int = 0) -> Path:
+    """A checkpoint of ``preset`` with random weights and BatchNorm statistics taken from one
+    random batch (without them a fresh deep net's activations fade to constants)."""
+    import torch
+
+    from inspectd.model.checkpoint import save_checkpoint
+    from inspectd.model.config import load_preset
+    from inspectd.model.network import build_model
+
+    torch.manual_seed(seed)
+    cfg = load_preset(preset)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, cfg.in_channels, *cfg.input_size))
+    model.eval()
+    return save_checkpoint(model, path, {"note": "random weights (inspectd bench)"})
+
+
+# -- the frames -----------------------------------------------------------------------------
+def _texture_pool() -> list[np.ndarray]:
+    """Grey strip frames to cut bench frames from: the NEU sample recording, else noise."""
+    import cv2
+
+    pool: list[np.ndarray] = []
+    if SAMPLE.is_file():
+        cap = cv2.VideoCapture(str(SAMPLE))
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            pool.append(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+        cap.release()
+    if not pool:
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            img = cv2.GaussianBlur(rng.normal(120, 25, (480, 640)).astype(np.float32), (0, 0), 2)
+            pool.append(np.clip(img, 0, 255).astype(np.uint8))
+    return pool
+
+
+def write_recording(path: Path, frames: int, size: tuple[int, int], fps: float = 50.0) -> str:
+    """``frames`` grey frames of ``size`` (H, W) as lossless FFV1; returns where the pixels came from."""
+    import cv2
+
+    h, w = size
+    pool = _texture_pool()
+    source = f"cut from {SAMPLE.name}" if SAMPLE.is_file() else "synthetic texture"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h), False)
+    if not writer.isOpened():
+        raise InspectdError(f"bench: OpenCV cannot write an FFV1 recording at {path}")
+    try:
+        for i in range(frames):
+            base = pool[i % len(pool)]
+            ph, pw = base.shape
+            if ph < h or pw < w:   # larger frames than the sample: mirror-tile it
+                base = np.pad(base, ((0, max(0, h - ph)), (0, max(0, w - pw))), mode="symmetric")
+                ph, pw = base.shape
+            y = (i * 37) % (ph - h + 1)
+            x = (i * 53) % (pw - w + 1)
+            writer.write(np.ascontiguousarray(base[y:y + h, x:x + w]))
+    finally:
+        writer.release()
+    return source
+
+
+def read_frames(path: Path, camera: str = "bench") -> list:
+    """Every frame of the recording as owned ``Frame`` objects (decoded like the pipeline does)."""
+    from inspectd.runtime.sources.video import VideoSource
+
+    src = VideoSource(path, camera, channels=1)
+    out = []
+    try:
+        while (f := src.read()) is not None:
+            f.image = f.image.copy()
+            out.append(f)
+    finally:
+        src.stop()
+    return out
+
+
+# -- backends -------------------------------------------------------------------------------
+def availability(name: str) -> tuple[bool, str]:
+    """Whether backend ``name`` can run here, and if not why."""
+    if name not in BACKENDS:
+        raise InspectdError(f"--backends: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+    if name == "torch":
+        return True, ""
+    if name == "torch-cuda":
+        import torch
+        if not torch.cuda.is_available():
+            return False, "no CUDA device (torch.cuda.is_available() is False)"
+        return True, ""
+    if name.startswith("onnxruntime"):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False, "onnxruntime is not installed (pip install 'inspectd[onnx]')"
+        return True, ""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False, "openvino is not installed (pip install 'inspectd[openvino]')"
+    if name == "openvino-bf16":
+        from inspectd.backends.openvino_backend import cpu_has_bf16
+        if not cpu_has_bf16():
+            return False, "this CPU has no native bf16 (AVX512_BF16 or AMX)"
+    return True, ""
+
+
+class BackendFactory:
+    """Builds the named backends for one checkpoint (the int8 model is made once, on demand)."""
+
+    def __init__(self, checkpoint: Path, threads: int, calib_data: Path | None, frames: list,
+                 progress: Progress):
+        self.checkpoint = checkpoint
+        self.threads = threads
+        self.calib_data = calib_data
+        self.frames = frames
+        self.progress = progress
+        self._int8 = None
+        self.notes: dict[str, str] = {}
+
+    def int8_model(self):
+        if self._int8 is not None:
+            return self._int8
+        from inspectd.backends.onnx_model import cache_dir, file_sha256, prepare, read_metadata
+        from inspectd.backends.quantize import calibration_tiles, quantize_int8
+
+        shipped = self.checkpoint.with_name(self.checkpoint.stem + ".int8.onnx")
+        if shipped.is_file():
+            self._int8 = read_metadata(shipped)
+            self.notes["onnxruntime-int8"] = f"{shipped.name}: {self._int8.note}"
+            return self._int8
+        fp32 = prepare(self.checkpoint)
+        if self.calib_data is not None:
+            from inspectd.data.neu import read_stems
+            split = self.calib_data / "train.txt"
+            tiles = calibration_tiles(self.calib_data, read_stems(split), fp32, 64)
+            what, tag = f"{len(tiles)} images of {split}", "neu"
+        else:
+            from inspectd.runtime.tiling import TileCutter, TileGrid
+            th, tw = fp32.config.input_size
+            img = self.frames[0].image
+            grid = TileGrid.build(img.shape[0], img.shape[1], th, tw, 32)
+            cutter = TileCutter(grid, img.shape, fp32.config.in_channels)
+            tiles = np.concatenate([cutter.cut(f.image).copy() for f in self.frames[:64]])[:64]
+            what, tag = f"{len(tiles)} tiles of the bench frames", "bench"
+        out = cache_dir() / "onnx" / f"{self.checkpoint.stem}-{file_sha256(self.checkpoint)[:16]}-int8-{tag}.onnx"
+        if out.is_file():
+            self._int8 = read_metadata(out)
+        else:
+            self.progress(f"quantising to int8 (calibration: {what})")
+            self._int8 = quantize_int8(fp32, out, tiles, what)
+        self.notes["onnxruntime-int8"] = self._int8.note
+        return self._int8
+
+    def make(self, name: str):
+        if name == "torch":
+            from inspectd.backends.torch_backend import TorchBackend
+            return TorchBackend(self.checkpoint, device="cpu", threads=self.threads)
+        if name == "torch-cuda":
+            from inspectd.backends.torch_backend import TorchBackend
+            return TorchBackend(self.checkpoint, device="cuda", half=True)
+        from inspectd.backends.onnx_model import prepare
+        if name == "onnxruntime":
+            from inspectd.backends.onnx_backend import OnnxRuntimeBackend
+            return OnnxRuntimeBackend(prepare(self.checkpoint), threads=self.threads)
+        if name == "onnxruntime-int8":
+            from inspectd.backends.onnx_backend import OnnxRuntimeBackend
+            return OnnxRuntimeBackend(self.int8_model(), threads=self.threads)
+        from inspectd.backends.openvino_backend import OpenVinoBackend
+        return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads,
+                               precision="bf16" if name == "openvino-bf16" else "fp32")
+
+
+def _backend_call(backend) -> Callable[[np.ndarray], Any]:
+    """The call the inference stage makes (``infer_labels`` where the backend has it)."""
+    return getattr(backend, "infer_labels", None) or backend.infer
+
+
+def _warm(backend, batch: int, calls: int = 3) -> None:
+    x = np.zeros((batch, backend.channels) + tuple(backend.input_size), np.uint8)
+    call = _backend_call(backend)
+    for _ in range(calls):
+        call(x)
+
+
+# -- the three measurements -----------------------------------------------------------------
+def measure_model(backend, batches: list[np.ndarray]) -> dict[str, Any]:
+    call = _backend_call(backend)
+    _warm(backend, len(batches[0]))
+    times = []
+    with RssPeak() as rss:
+        t_all = time.perf_counter_ns()
+        for b in batches:
+            t = time.perf_counter_ns()
+            call(b)
+            times.append(time.perf_counter_ns() - t)
+        total = time.perf_counter_ns() - t_all
+    n, tiles = len(batches), sum(len(b) for b in batches)
+    return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
+            "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
+            "peak_rss_mb": rss.mb, "call": "infer_labels" if call != backend.infer else "infer"}
+
+
+def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
+    from inspectd.runtime.inference import InferenceStage
+    from inspectd.runtime.merge import MergeConfig
+
+    stage = InferenceStage(backend, icfg, MergeConfig())
+    for f in frames[:3]:
+        stage.process(f)
+    times, defects, rejects = [], 0, 0
+    with RssPeak() as rss:
+        t_all = time.perf_counter_ns()
+        for f in frames:
+            t = time.perf_counter_ns()
+            v = stage.process(f)
+            times.append(time.perf_counter_ns() - t)
+            defects += len(v.defects)
+            rejects += v.status == "reject"
+        total = time.perf_counter_ns() - t_all
+    n = len(frames)
+    tiles = n * stage._state.grid.n if stage._state is not None else 0
+    return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
+            "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
+            "peak_rss_mb": rss.mb, "defects": defects, "rejects": rejects}
+
+
+def _subscriber_main(endpoint: str, conn) -> None:
+    """A subscriber in its own process: every verdict's frame, capture, publish and receipt times."""
+    from inspectd.bus.subscriber import EventSubscriber
+
+    try:
+        sub = EventSubscriber(endpoint, topics=[b"verdict/", b"uninspected/", b"heartbeat/"],
+                              rcv_hwm=100_000)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", f"subscriber cannot connect to {endpoint}: {exc}"))
+        return
+    try:
+        deadline = time.monotonic() + 30
+        while True:   # ZeroMQ's slow joiner: wait until a heartbeat proves the subscription is live
+            ev = sub.recv(timeout_s=0.5)
+            if ev is not None and ev.msg is not None and ev.msg.get("kind") == "heartbeat":
+                break
+            if time.monotonic() > deadline:
+                conn.send(("error", f"no heartbeat from {endpoint} within 30 s"))
+                return
+        conn.send(("ready", None))
+        frames, capture, publish, receipt = [], [], [], []
+        uninspected = gaps = 0
+        expect: tuple[int, int] | None = None
+        give_up = math.inf
+        while True:
+            ev = sub.recv(timeout_s=0.05)
+            if ev is not None and ev.msg is not None:
+                now = time.time_ns()
+                m = ev.msg
+                gaps += sum(g.missing for g in ev.gaps)
+                if m["kind"] == "verdict":
+                    frames.append(m["frame"])
+                    capture.append(m["capture_wall_ns"])
+                    publish.append(m["publish_wall_ns"])
+                    receipt.append(now)
+                elif m["kind"] == "uninspected":
+                    uninspected += int(m["count"])
+            if expect is None and conn.poll():
+                expect = conn.recv()
+                give_up = time.monotonic() + 15
+            if expect is not None and (
+                    (len(frames) >= expect[0] and uninspected >= expect[1]) or time.monotonic() > give_up):
+                break
+        conn.send(("done", {"frames": frames, "capture": capture, "publish": publish, "receipt": receipt,
+                            "uninspected": uninspected, "gaps": gaps, "timed_out": time.monotonic() > give_up}))
+    finally:
+        sub.close()
+
+
+def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames_expected: int) -> dict[str, Any]:
+    """The service's pipeline on ``video`` with a subscriber process receiving every verdict."""
+    from inspectd.config import default_config
+    from inspectd.runtime.pipeline import Pipeline
+    from inspectd.runtime.ringbuffer import OverflowPolicy
+
+    cfg = default_config()
+    cfg.camera = "bench"
+    cfg.source.kind = "video"
+    cfg.source.path = str(video)
+    cfg.source.channels = 1
+    cfg.inference = icfg
+    cfg.ring.policy = OverflowPolicy.drop_oldest if paced_fps else OverflowPolicy.block
+    if paced_fps:
+        cfg.source.fps = paced_fps
+    cfg.bus.publish = "tcp://127.0.0.1:*"
+    cfg.bus.heartbeat_interval_s = 0.1      # the subscriber syncs on a heartbeat
+    cfg.bus.send_hwm = max(1000, 4 * frames_expected)
+    cfg.bus.queue_size = max(1000, 2 * frames_expected)
+    cfg.service.notify = False
+    cfg.log.verdicts = "none"
+
+    pipeline = Pipeline(cfg, realtime=bool(paced_fps), backend=backend, handle_signals=False)
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_subscriber_main, args=(pipeline.publisher.endpoint, child),
+                       name="bench-subscriber", daemon=True)
+    proc.start()
+    try:
+        if not parent.poll(60):
+            raise InspectdError("bench: the subscriber process did not start within 60 s")
+        kind, payload = parent.recv()
+        if kind != "ready":
+            raise InspectdError(f"bench: {payload}")
+        with RssPeak() as rss:
+            result = pipeline.run()
+        c = result.counters
+        parent.send((c["inspected"], c["uninspected"]))
+        if not parent.poll(60):
+            raise InspectdError("bench: the subscriber process did not report within 60 s")
+        kind, got = parent.recv()
+        if kind != "done":
+            raise InspectdError(f"bench: {got}")
+    finally:
+        if pipeline.publisher is not None:
+            pipeline.publisher.close(0.5)
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+    if result.exit_code != 0:
+        raise InspectdError(f"bench: the pipeline stopped with {result.reason}: {result.error}")
+    cap = np.asarray(got["capture"], np.int64)
+    pub = np.asarray(got["publish"], np.int64)
+    rec = np.asarray(got["receipt"], np.int64)
+    n = len(cap)
+    span_s = float(pub.max() - cap.min()) / 1e9 if n else math.nan
+    grid_tiles = pipeline.stage._state.grid.n if pipeline.stage._state is not None else 0
+    return {
+        "paced_fps": paced_fps,
+        "policy": cfg.ring.policy.value,
+        "frames_requested": frames_expected,
+        "frames": n,
+        "inspected": c["inspected"],
+        "uninspected": c["uninspected"],
+        "uninspected_received": got["uninspected"],
+        "gaps": got["gaps"],
+        "subscriber_timed_out": got["timed_out"],
+        "in_order": got["frames"] == sorted(got["frames"]),
+        "frames_per_s": round(n / span_s, 2) if n else 0.0,
+        "tiles_per_s": round(n * grid_tiles / span_s, 2) if n else 0.0,
+        "capture_to_publish_ms": _stats_ms(pub - cap),
+        "capture_to_receipt_ms": _stats_ms(rec - cap),
+        "max_queued": c["max_queued"],
+        "peak_rss_mb": rss.mb,
+    }
+
+
+# -- the whole run --------------------------------------------------------------------------
+def run_bench(opts: BenchOptions) -> dict[str, Any]:
+    progress = opts.progress or (lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+    if opts.frames < 1:
+        raise InspectdError(f"--frames {opts.frames}: must be at least 1")
+    h, w = opts.frame_size
+    if h < 1 or w < 1:
+        raise InspectdError(f"--frame-size {h}x{w}: both sides must be positive")
+    if opts.rate < 0:
+        raise InspectdError(f"--rate {opts.rate}: must be 0 (no paced run) or more")
+    if opts.threads < 0:
+        raise InspectdError(f"--threads {opts.threads}: must be 0 (runtime default) or more")
+    names = list(opts.backends) if opts.backends else list(BACKENDS)
+    for name in names + ([opts.pipeline_backend] if opts.pipeline_backend else []):
+        availability(name)   # unknown names fail before anything runs
+    if opts.pipeline_backend and opts.pipeline_backend not in names:
+        names.append(opts.pipeline_backend)
+
+    tmp = None
+    if opts.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="inspectd-bench-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = Path(opts.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(opts, names, workdir, progress)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress) -> dict[str, Any]:
+    from inspectd.model.checkpoint import read_metadata
+    from inspectd.runtime.inference import InferenceConfig
+    from inspectd.runtime.tiling import TileCutter, TileGrid
+
+    started = time.time()
+    machine = machine_info()
+    checkpoint, model_info = resolve_model(opts, workdir, progress)
+    mcfg, _ = read_metadata(checkpoint)
+    model_info.update(name=mcfg.name, input_size=list(mcfg.input_size), in_channels=mcfg.in_channels)
+
+    h, w = opts.frame_size
+    video = workdir / "bench.mkv"
+    progress(f"writing {opts.frames} frames of {h}x{w} to {video}")
+    texture = write_recording(video, opts.frames, (h, w), fps=opts.rate or 50.0)
+    frames = read_frames(video)
+    if len(frames) != opts.frames:
+        raise InspectdError(f"bench: wrote {opts.frames} frames but {video} decodes to {len(frames)}")
+
+    icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads)
+    th, tw = (int(s) for s in mcfg.input_size)
+    grid = TileGrid.build(h, w, th, tw, icfg.tile_overlap_px)
+    cutter = TileCutter(grid, frames[0].image.shape, mcfg.in_channels, pad=icfg.pad, pad_value=icfg.pad_value)
+    batches = [cutter.cut(f.image).copy() for f in frames]
+
+    factory = BackendFactory(checkpoint, opts.threads, opts.calib_data, frames, progress)
+    results: dict[str, Any] = {}
+    for name in names:
+        ok, why = availability(name)
+        if not ok:
+            progress(f"model alone, {name}: unavailable ({why}), skipped")
+            results[name] = {"available": False, "reason": why}
+            continue
+        progress(f"model alone, {name}: {len(batches)} calls of {grid.n} tile(s)")
+        t = time.perf_counter()
+        backend = factory.make(name)
+        load_s = time.perf_counter() - t
+        try:
+            r = measure_model(backend, batches)
+        finally:
+            backend.close()
+            del backend
+            gc.collect()
+        r.update(available=True, load_s=round(load_s, 2), precision=_precision(name))
+        if name in factory.notes:
+            r["note"] = factory.notes[name]
+        results[name] = r
+
+    measured = {k: v for k, v in results.items() if v.get("available")}
+    if not measured:
+        raise InspectdError("bench: none of the requested backends is available here")
+    chosen = opts.pipeline_backend or max(measured, key=lambda k: measured[k]["frames_per_s"])
+    if not results.get(chosen, {}).get("available"):
+        raise InspectdError(f"--pipeline-backend {chosen}: {results[chosen]['reason']}")
+
+    progress(f"inference stage, {chosen}: {len(frames)} frames")
+    backend = factory.make(chosen)
+    _warm(backend, grid.n)
+    stage = measure_stage(backend, frames, icfg)
+    backend.close()
+
+    progress(f"full pipeline, {chosen}: {len(frames)} frames, unpaced (policy block)")
+    backend = factory.make(chosen)
+    _warm(backend, grid.n)
+    pipeline = measure_pipeline(backend, video, icfg, None, len(frames))
+    paced = None
+    if opts.rate > 0:
+        progress(f"full pipeline, {chosen}: {len(frames)} frames paced at {opts.rate:g} frames/s")
+        backend = factory.make(chosen)
+        _warm(backend, grid.n)
+        paced = measure_pipeline(backend, video, icfg, opts.rate, len(frames))
+
+    model_fps = measured[chosen]["frames_per_s"]
+    pipeline["ratio_to_model"] = round(pipeline["frames_per_s"] / model_fps, 4)
+    stage["ratio_to_model"] = round(stage["frames_per_s"] / model_fps, 4)
+    mean_batch_ms = measured[chosen]["ms_per_frame"]["mean"]
+    targets = [
+        {"name": "full pipeline rate / model-alone rate", "measured": pipeline["ratio_to_model"],
+         "goal": ">= 0.95", "met": pipeline["ratio_to_model"] >= 0.95},
+        {"name": "full pipeline frames/s above the paper's 85.6 (P100)", "measured": pipeline["frames_per_s"],
+         "goal": f"> {PAPER_FPS}", "met": pipeline["frames_per_s"] > PAPER_FPS,
+         "note": "random weights: not the shipped model" if model_info["random_weights"] else ""},
+    ]
+    if paced is not None:
+        p99 = paced["capture_to_publish_ms"]["p99"]
+        targets.append({"name": f"p99 capture-to-publish at {opts.rate:g} frames/s < 2 x mean model batch time",
+                        "measured": p99, "goal": f"< {2 * mean_batch_ms:.3f} ms", "met": p99 < 2 * mean_batch_ms})
+    try:
+        load_end = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load_end = None
+    return {
+        "inspectd_bench": 1,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "machine": {**machine, "load_average_end": load_end},
+        "model": model_info,
+        "frames": {"count": len(frames), "height": h, "width": w, "tiles_per_frame": grid.n,
+                   "tile": [th, tw], "overlap_px": icfg.tile_overlap_px, "pixels": texture,
+                   "recording": "FFV1 .mkv written with OpenCV"},
+        "threads": opts.threads,
+        "backends": results,
+        "pipeline_backend": chosen,
+        "stage": stage,
+        "pipeline": pipeline,
+        "paced": paced,
+        "targets": targets,
+    }
+
+
+def _precision(name: str) -> str:
+    return {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "torch-cuda": "fp16"}.get(name, "fp32")
+
+
+# -- the report -----------------------------------------------------------------------------
+def _f(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m, fr, mach = r["model"], r["frames"], r["machine"]
+    model = m["path"] or "preset n, random weights"
+    lines = [
+        f"## inspectd bench: {model} ({m['name']}, input {m['input_size'][0]}x{m['input_size'][1]})",
+        "",
+        f"{mach.get('cpu_model', '?')}, {mach.get('logical_cpus')} logical CPUs, load average at start "
+        f"{mach.get('load_average')}; {fr['count']} frames of {fr['height']}x{fr['width']} "
+        f"({fr['tiles_per_frame']} tile(s) per frame), backend threads: {r['threads'] or 'runtime default'}.",
+    ]
+    if m.get("note"):
+        lines += ["", f"**Note:** {m['note']}."]
+    lines += ["", "| measurement | backend | precision | frames/s | tiles/s | mean ms/frame | p50 ms | p99 ms "
+                  "| vs model | peak RSS MB |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, b in r["backends"].items():
+        if not b.get("available"):
+            lines.append(f"| model alone | {name} | | unavailable: {b['reason']} | | | | | | |")
+            continue
+        s = b["ms_per_frame"]
+        lines.append(f"| model alone | {name} | {b['precision']} | {_f(b['frames_per_s'])} | {_f(b['tiles_per_s'])} "
+                     f"| {_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | | {_f(b['peak_rss_mb'], 0)} |")
+    chosen = r["pipeline_backend"]
+    st = r["stage"]
+    s = st["ms_per_frame"]
+    lines.append(f"| inference stage | {chosen} | | {_f(st['frames_per_s'])} | {_f(st['tiles_per_s'])} | "
+                 f"{_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | {_f(st['ratio_to_model'], 3)} "
+                 f"| {_f(st['peak_rss_mb'], 0)} |")
+    p = r["pipeline"]
+    lines.append(f"| full pipeline, unpaced | {chosen} | | {_f(p['frames_per_s'])} | {_f(p['tiles_per_s'])} | "
+                 f"{_f(1000 / p['frames_per_s'] if p['frames_per_s'] else None, 2)} | | | "
+                 f"{_f(p['ratio_to_model'], 3)} | {_f(p['peak_rss_mb'], 0)} |")
+    lines += ["", "model alone and inference stage: p50/p99 of the time per frame. Full pipeline: "
+                  "capture-to-publish and capture-to-receipt latency (subscriber in another process):", "",
+              "| run | frames received | uninspected | capture→publish p50 / p99 / max ms "
+              "| capture→receipt p50 / p99 ms | max queued |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for label, run in (("unpaced (policy block)", p), (f"paced at {_f(r['paced']['paced_fps'], 0)} frames/s "
+                                                        f"(policy drop_oldest)" if r["paced"] else "", r["paced"])):
+        if not run:
+            continue
+        a, b = run["capture_to_publish_ms"], run["capture_to_receipt_ms"]
+        lines.append(f"| {label} | {run['frames']} of {run['frames_requested']} | {run['uninspected']} | "
+                     f"{_f(a['p50'], 2)} / {_f(a['p99'], 2)} / {_f(a['max'], 2)} | {_f(b['p50'], 2)} / "
+                     f"{_f(b['p99'], 2)} | {run['max_queued']} |")
+    lines += ["", "| target | measured | goal | met |", "|---|---:|---|---|"]
+    for t in r["targets"]:
+        note = f" ({t['note']})" if t.get("note") else ""
+        lines.append(f"| {t['name']}{note} | {_f(t['measured'], 3)} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
+    lines.append("")
+    return "\n".join(lines)

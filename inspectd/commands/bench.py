@@ -1,0 +1,89 @@
+"""``inspectd bench``: model, inference stage and full pipeline speed on the same frames."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+NAME = "bench"
+_BACKENDS = "torch, onnxruntime, onnxruntime-int8, openvino, openvino-bf16, torch-cuda"
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        return int(h), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 200x200, got {text!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        NAME,
+        help="measure model, inference stage and full pipeline speed",
+        description=(
+            "In one process and one run, on the same frames (a lossless recording written to a "
+            "temporary folder, cut from samples/neu_strip.mkv): the model alone on each backend "
+            "(one call per frame's tiles), the inference stage (tiling, decoding, merge), and the "
+            "full pipeline (video source, ring buffer, inference, publisher on a tcp://127.0.0.1 "
+            "socket, a subscriber process receiving every verdict), unpaced and paced at --rate. "
+            "Reports frames and tiles per second, capture-to-publish latency p50/p99, peak memory "
+            "and the ratio of the pipeline's rate to the model's. A markdown table on stdout, "
+            "progress on stderr, every number with --json. Unavailable backends (no CUDA device, "
+            "runtime not installed) are reported as such and skipped."),
+    )
+    p.add_argument("--json", metavar="OUT", help="also write every figure as JSON to OUT")
+    p.add_argument("--model", metavar="CKPT",
+                   help="checkpoint (default: the shipped model; if it is missing, the n preset with "
+                        "random weights, said so in the output)")
+    p.add_argument("--frames", type=int, default=300, metavar="N", help="frames per measurement (default: 300)")
+    p.add_argument("--frame-size", type=_size, default=(200, 200), metavar="HxW",
+                   help="frame height x width in pixels (default: 200x200, one NEU image per frame as in "
+                        "the paper's frame rate)")
+    p.add_argument("--backends", metavar="LIST",
+                   help=f"comma-separated backends to measure alone (default: all of {_BACKENDS})")
+    p.add_argument("--pipeline-backend", metavar="NAME",
+                   help="backend of the stage and pipeline runs (default: the fastest model-alone one)")
+    p.add_argument("--rate", type=float, default=50.0, metavar="FPS",
+                   help="input rate of the paced pipeline run, the latency measurement (default: 50; 0 skips it)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads per backend (default: 0, the runtime's default: one per core)")
+    p.add_argument("--calib-data", metavar="DIR",
+                   help="NEU-style folder (train.txt, images/) to calibrate onnxruntime-int8 on "
+                        "(default: a <model>.int8.onnx next to the checkpoint if there is one, else "
+                        "the bench frames)")
+    p.add_argument("--workdir", metavar="DIR", help="keep the recording here (default: a temporary folder)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspectd.errors import InspectdError
+    from inspectd.logging_setup import LogConfig, configure_logging
+
+    json_path = Path(args.json).expanduser() if args.json else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise InspectdError(f"--json {args.json}: folder {json_path.parent} does not exist")
+    calib = Path(args.calib_data).expanduser() if args.calib_data else None
+    if calib is not None and not (calib / "train.txt").is_file():
+        raise InspectdError(f"--calib-data {args.calib_data}: no train.txt there (expected the layout of shared/data/neu)")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    if args.backends is not None and not backends:
+        raise InspectdError("--backends: empty list")
+    configure_logging(LogConfig(level="warning", verdicts="none"))
+
+    from inspectd.bench import BenchOptions, markdown, run_bench
+
+    result = run_bench(BenchOptions(
+        model=Path(args.model).expanduser() if args.model else None,
+        frames=args.frames, frame_size=args.frame_size, backends=backends,
+        pipeline_backend=args.pipeline_backend, rate=args.rate, threads=args.threads,
+        calib_data=calib, workdir=Path(args.workdir).expanduser() if args.workdir else None,
+    ))
+    sys.stdout.write(markdown(result))
+    sys.stdout.flush()
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    return 0

@@ -1,0 +1,73 @@
+"""`inspectd bench` end to end on a tiny run: real recording, real pipeline, real subscriber
+process on a tcp://127.0.0.1 socket. Checks the figures are consistent, never how fast."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inspectd.cli import main
+from inspectd.model.checkpoint import save_checkpoint
+from lively_model import lively_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model, _ = lively_model()
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "lively.safetensors")
+
+
+def test_bench_tiny_run(tmp_path, checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv("INSPECTD_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--model", str(checkpoint), "--frames", "8", "--frame-size", "200x260",
+                 "--backends", "torch,onnxruntime,torch-cuda", "--pipeline-backend", "onnxruntime",
+                 "--rate", "50", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert "| model alone | onnxruntime |" in stdout and "| full pipeline, unpaced |" in stdout
+    r = json.loads(out.read_text())
+
+    assert r["frames"]["count"] == 8 and r["frames"]["tiles_per_frame"] == 2      # 200x260 -> 1 x 2 tiles
+    assert r["model"]["path"] == str(checkpoint) and r["model"]["random_weights"] is False
+    for name in ("torch", "onnxruntime"):
+        b = r["backends"][name]
+        assert b["available"] and b["frames"] == 8 and b["tiles"] == 16
+        assert b["frames_per_s"] > 0 and b["tiles_per_s"] == pytest.approx(2 * b["frames_per_s"], rel=0.01)
+        assert 0 < b["ms_per_frame"]["p50"] <= b["ms_per_frame"]["p99"] <= b["ms_per_frame"]["max"]
+        assert b["peak_rss_mb"] > 0
+    cuda = r["backends"]["torch-cuda"]
+    import torch
+    if not torch.cuda.is_available():
+        assert cuda["available"] is False and "CUDA" in cuda["reason"]
+        assert "unavailable" in stdout
+
+    assert r["pipeline_backend"] == "onnxruntime"
+    assert r["stage"]["frames"] == 8
+    for run in (r["pipeline"], r["paced"]):
+        assert run["frames_requested"] == 8
+        assert run["frames"] + run["uninspected"] == 8            # every frame accounted for
+        assert run["frames"] == run["inspected"] and run["gaps"] == 0 and run["in_order"]
+        lat = run["capture_to_publish_ms"]
+        assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+        assert run["capture_to_receipt_ms"]["p50"] >= lat["p50"] * 0.999 - 0.01
+    p = r["pipeline"]
+    assert p["frames"] == 8 and p["uninspected"] == 0            # policy block: nothing dropped
+    assert r["paced"]["paced_fps"] == 50
+    model_fps = r["backends"]["onnxruntime"]["frames_per_s"]
+    assert p["ratio_to_model"] == pytest.approx(p["frames_per_s"] / model_fps, rel=1e-3)
+    names = [t["name"] for t in r["targets"]]
+    assert len(names) == 3 and all(isinstance(t["met"], bool) for t in r["targets"])
+
+
+def test_bench_rejects_unknown_backend(capsys):
+    assert main(["bench", "--backends", "torch,tensorrt", "--frames", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown backend 'tensorrt'" in err[0]
+
+
+def test_bench_rejects_bad_frame_size(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--frame-size", "200by200"])
+    assert exc.value.code == 2
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
