@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="run folder (created)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--epochs-scale", type=float, default=1.0,
-                   help="multiply every stage's epochs (for quick budget comparisons)")
+                   help="multiply every stage's epochs and warm-up (for budget comparisons)")
     p.add_argument("--data", help="override data.root")
     p.add_argument("--threads", type=int, help="override threads")
     args = p.parse_args(argv)
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs_scale != 1.0:
             for s in cfg.stages:
                 s.epochs = max(1, round(s.epochs * args.epochs_scale))
+                s.warmup_epochs = min(s.warmup_epochs * args.epochs_scale, s.epochs / 2)
         Trainer(cfg, args.out, resume=args.resume).fit()
     except InspectdError as exc:
         print(f"train: {exc}", file=sys.stderr)
