@@ -72,10 +72,13 @@ def test_one_verdict_per_frame_in_order(tmp_path, model, recording):
     video, truth = recording
     out = tmp_path / "v.jsonl"
     ann = tmp_path / "a.mp4"
-    r = _replay(video, "--model", model, "--out", out, "--annotate", ann)
+    r = _replay(video, "--model", model, "--out", out, "--annotate", ann, "--show", "all")
     assert r.returncode == 0, r.stderr
     rows = _lines(out)
     n = truth["frames"] if truth else 6
+    shown = [line for line in r.stderr.splitlines() if line.startswith("frame ")]
+    assert [line.split(":")[0] for line in shown] == [f"frame {i}" for i in range(n)]
+    assert [line.split(": ")[1].split()[0] for line in shown] == [v["status"].upper() for v in rows]
     assert [v["frame"] for v in rows] == list(range(n))
     assert all(v["kind"] == "verdict" and v["schema"] >= 1 and v["camera"] == "cam0" for v in rows)
     assert all(v["status"] in ("ok", "reject") and isinstance(v["defects"], list) for v in rows)

@@ -43,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
                    help="log level (default: warning, so that the progress line and summary stay readable)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress line and no summary")
+    p.add_argument("--show", choices=["none", "rejects", "all"],
+                   help="print these verdicts on stderr, one line each (default: the config's log.verdicts, "
+                        "i.e. rejects unless the config says otherwise)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress line, no verdict lines, no summary")
     p.set_defaults(func=run)
 
 
@@ -78,21 +81,65 @@ class JsonLinesTap:
 
 
 def _is_verdict(topic: str | bytes, payload: dict[str, Any]) -> bool:
-    if isinstance(topic, bytes):
-        topic = topic.decode("utf-8", "replace")
-    kind = payload.get("type") or payload.get("kind")
-    if kind is not None:
-        return kind == "verdict"
-    return topic.split("/")[0] == "verdict" or topic.endswith("/verdict") or "/verdict" in topic
+    return payload.get("kind") == "verdict"
 
 
-def _progress(pipeline) -> None:
-    c = pipeline.counters()
-    sys.stderr.write(
-        f"\r\033[Kframes {c['inspected']}  {c['fps']:.1f} fps  rejects {c['rejects']}  "
-        f"uninspected {c['uninspected']}  queued {c['queued']}"
-    )
-    sys.stderr.flush()
+class Console:
+    """stderr shared by the progress line (main thread) and verdict lines (publisher thread)."""
+
+    def __init__(self, interactive: bool, show: str):
+        self.interactive = interactive
+        self.show = show
+        self._lock = threading.Lock()
+        self._progress_shown = False
+
+    def progress(self, pipeline) -> None:
+        c = pipeline.counters()
+        with self._lock:
+            sys.stderr.write(
+                f"\r\033[Kframes {c['inspected']}  {c['fps']:.1f} fps  rejects {c['rejects']}  "
+                f"uninspected {c['uninspected']}  queued {c['queued']}")
+            sys.stderr.flush()
+            self._progress_shown = True
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._progress_shown:
+                sys.stderr.write("\r\033[K")
+                sys.stderr.flush()
+                self._progress_shown = False
+
+    def tap(self, topic: str | bytes, payload: dict[str, Any]) -> None:
+        """One readable line per shown verdict (as published: frame index, defects, boxes)."""
+        if not _is_verdict(topic, payload):
+            return
+        status = payload.get("status")
+        if self.show == "none" or (self.show == "rejects" and status != "reject"):
+            return
+        found = payload.get("defects", [])
+        defects = "; ".join(
+            f"{d['class']} {d['score']:.2f} at [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in found[:5])
+        if len(found) > 5:
+            defects += f"; {len(found) - 5} more"
+        line = f"frame {payload.get('frame')}: {str(status).upper()}" + (f"  {defects}" if defects else "")
+        with self._lock:
+            prefix = "\r\033[K" if self._progress_shown else ""
+            sys.stderr.write(prefix + line + "\n")
+            sys.stderr.flush()
+            self._progress_shown = False
+
+
+def _taps(*taps):
+    taps = [t for t in taps if t is not None]
+    if not taps:
+        return None
+    if len(taps) == 1:
+        return taps[0]
+
+    def both(topic, payload):
+        for t in taps:
+            t(topic, payload)
+    return both
 
 
 def _summary(file: str, c: dict[str, Any], result, out: str | None, annotated: Path | None) -> str:
@@ -157,10 +204,11 @@ def run(args: argparse.Namespace) -> int:
     from inspectd.runtime.pipeline import Pipeline
 
     interactive = not args.quiet and sys.stderr.isatty()
+    console = Console(interactive, "none" if args.quiet else (args.show or cfg.log.verdicts))
     try:
         pipeline = Pipeline(
-            cfg, realtime=args.realtime, tap=tap, annotate_path=args.annotate,
-            on_tick=_progress if interactive else None,
+            cfg, realtime=args.realtime, tap=_taps(tap, console.tap if console.show != "none" else None),
+            annotate_path=args.annotate, on_tick=console.progress if interactive else None,
         )
         if tap is not None:
             tap.on_error = lambda: pipeline.request_stop(hurry=True)
@@ -171,8 +219,7 @@ def run(args: argparse.Namespace) -> int:
                 out_stream.close()
             except OSError:
                 pass
-    if interactive:
-        sys.stderr.write("\r\033[K")
+    console.clear()
 
     if tap is not None and tap.error is not None:
         if isinstance(tap.error, BrokenPipeError) and out_stream is sys.stdout:
