@@ -74,21 +74,25 @@ def draw_verdict(
     scale = max(0.4, min(w, h) / 600)
     thick = max(1, round(scale * 1.5))
     font = cv2.FONT_HERSHEY_SIMPLEX
+    reject = verdict.status == "reject"
+    banner = f"{'REJECT' if reject else 'OK'}  frame {verdict.meta.index}  defects {len(verdict.defects)}"
+    (bw, bh), bbase = cv2.getTextSize(banner, font, scale * 0.7, thick)
+    banner_box = (bw + 12, bh + bbase + 10)      # top-left corner, drawn last so it stays readable
     for d in verdict.defects:
         colour = class_colour(d.cls)
         x1, y1, x2, y2 = (int(round(v)) for v in d.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick + (1 if d.rejects else 0))
         label = f"{d.cls} {d.score:.2f}"
         (tw, th), base = cv2.getTextSize(label, font, scale * 0.5, thick)
-        ty = y1 - 3 if y1 - th - 6 >= 0 else min(h - 1, y2 + th + 3)
+        ty = y1 - 3
+        under_banner = x1 < banner_box[0] and ty - th - 3 < banner_box[1]
+        if ty - th - 6 < 0 or under_banner:
+            ty = min(h - 1, max(y1, banner_box[1] if under_banner else 0) + th + 3)
         cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 1), colour, -1)
         cv2.putText(out, label, (x1 + 2, ty - 1), font, scale * 0.5, (0, 0, 0), thick, cv2.LINE_AA)
 
-    reject = verdict.status == "reject"
-    banner = f"{'REJECT' if reject else 'OK'}  frame {verdict.meta.index}  defects {len(verdict.defects)}"
-    (tw, th), base = cv2.getTextSize(banner, font, scale * 0.7, thick)
-    cv2.rectangle(out, (0, 0), (tw + 12, th + base + 10), REJECT_COLOUR if reject else OK_COLOUR, -1)
-    cv2.putText(out, banner, (6, th + 5), font, scale * 0.7, (255, 255, 255), thick, cv2.LINE_AA)
+    cv2.rectangle(out, (0, 0), banner_box, REJECT_COLOUR if reject else OK_COLOUR, -1)
+    cv2.putText(out, banner, (6, bh + 5), font, scale * 0.7, (255, 255, 255), thick, cv2.LINE_AA)
     return out
 
 
