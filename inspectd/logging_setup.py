@@ -67,6 +67,24 @@ def _key_order(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any
     return head
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the write.
+
+    Binding the stream object at configuration time breaks when it is later replaced and closed
+    (test runners capturing output, a daemoniser): every later log call would raise, and a log
+    call in a worker thread's error path would then kill that thread.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = None,
                       fields: dict[str, Any] | None = None) -> str:
     """Set up structlog (and route stdlib logging through it); returns the format chosen.
@@ -75,7 +93,7 @@ def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = Non
     structlog's context variables, and the journal of several cameras needs it).
     """
     cfg = cfg or LogConfig()
-    stream = sys.stderr if stream is None else stream
+    stream = _CurrentStderr() if stream is None else stream
     fmt = resolve_format(cfg.format, stream)
     level = getattr(logging, cfg.level.upper())
 

@@ -138,11 +138,31 @@ def test_segmentation_targets_follow_the_labels():
     assert (p.seg == NEU_SEG_CLASSES.index("patches")).any()
 
 
+def _mask_pixels_in_boxes(item) -> float:
+    """Fraction of mask pixels that lie inside a box of their own class (2 px of slack: VOC
+    corners are inclusive pixel indices, so a flip moves a box by up to a pixel against its
+    pixels; the raw images score 0.9875 to 1.0 here)."""
+    seg, boxes, classes = item["seg"].numpy(), item["boxes"].numpy(), item["classes"].numpy()
+    inside_all, total = 0, 0
+    for v in (1, 2, 3):
+        ys, xs = np.nonzero(seg == v)
+        if len(ys) == 0:
+            continue
+        inside = np.zeros(len(ys), bool)
+        for x1, y1, x2, y2 in boxes[classes == NEU_CLASSES.index(NEU_SEG_CLASSES[v])]:
+            inside |= (xs >= x1 - 2) & (xs <= x2 + 2) & (ys >= y1 - 2) & (ys <= y2 + 2)
+        inside_all += int(inside.sum())
+        total += len(ys)
+    return inside_all / max(total, 1)
+
+
 @needs_data
-def test_augmentations_keep_boxes_and_masks_consistent():
+@pytest.mark.parametrize("mosaic", [0.0, 1.0])
+def test_augmentations_keep_boxes_and_masks_consistent(mosaic):
     stems = _stems(["patches_1", "scratches_1", "inclusion_10", "patches_100"])
     ds = NeuDataset(DATA, stems, NEU_CLASSES, NEU_SEG_CLASSES, 1, (224, 224),
-                    Augment(AugmentConfig(mosaic=0.5, brightness=0, contrast=0, noise=0)), seed=3)
+                    Augment(AugmentConfig(mosaic=mosaic, brightness=0, contrast=0, noise=0)), seed=3)
+    fractions = []
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i in range(len(ds)):
@@ -154,17 +174,15 @@ def test_augmentations_keep_boxes_and_masks_consistent():
                     region = seg[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1]
                     # every kept box of a masked class still holds its mask pixels or is ignored
                     assert ((region == NEU_SEG_CLASSES.index(name)) | (region == IGNORE_INDEX)).any()
-            # mask pixels lie inside some box of their class
-            for v in (1, 2, 3):
-                ys, xs = np.nonzero(seg == v)
-                if len(ys) == 0:
-                    continue
-                name = NEU_SEG_CLASSES[v]
-                boxes = item["boxes"].numpy()[item["classes"].numpy() == NEU_CLASSES.index(name)]
-                inside = np.zeros(len(ys), bool)
-                for x1, y1, x2, y2 in boxes:
-                    inside |= (xs >= x1 - 1) & (xs <= x2 + 1) & (ys >= y1 - 1) & (ys <= y2 + 1)
-                assert inside.mean() > 0.95
+            fractions.append(_mask_pixels_in_boxes(item))
+    if mosaic == 0:
+        # Flips, rotations and padding move boxes and masks together: every mask pixel stays
+        # inside a box of its class, as in the raw images (a transform bug would scatter them).
+        assert min(fractions) > 0.98, fractions
+    else:
+        # A crop drops boxes of which less than a quarter remains, while their visible mask
+        # pixels (still true) stay: most, not all, mask pixels lie in a kept box.
+        assert np.mean(fractions) > 0.8, fractions
     # The same seed and epoch give the same sample.
     ds.set_epoch(1)
     a, b = ds[0], ds[0]
