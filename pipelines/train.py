@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply every stage's epochs and warm-up (for budget comparisons)")
     p.add_argument("--data", help="override data.root")
+    p.add_argument("--init", help="override init: start from this checkpoint's weights")
     p.add_argument("--threads", type=int, help="override threads")
     args = p.parse_args(argv)
     try:
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_train_config(args.config)
         if args.data:
             cfg.data.root = args.data
+        if args.init:
+            cfg.init = args.init
         if args.threads is not None:
             cfg.threads = args.threads
         if args.epochs_scale != 1.0:

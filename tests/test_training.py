@@ -188,3 +188,21 @@ def test_augmentations_keep_boxes_and_masks_consistent(mosaic):
     a, b = ds[0], ds[0]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
     assert collate([ds[0], ds[1]])["targets"].shape[1] == 6
+
+
+@needs_data
+def test_init_from_checkpoint_and_mismatch(tmp_path):
+    from inspectd.errors import InspectdError
+    from inspectd.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    src = build_model(load_preset("n"))
+    path = save_checkpoint(src, tmp_path / "init.safetensors")
+    c = TrainConfig(model="n", init=str(path), stages=[StageConfig(epochs=1)])
+    c.data.root = str(DATA)
+    t = Trainer(c, tmp_path / "run", train_stems=_stems(OVERFIT_STEMS[:2]), val_stems=[], show_progress=False)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, t.model.state_dict()[k]), k
+    c.model = "s"  # the checkpoint is an n model: one line naming the mismatch
+    with pytest.raises(InspectdError, match="width_multiple"):
+        Trainer(c, tmp_path / "run2", train_stems=_stems(OVERFIT_STEMS[:2]), val_stems=[], show_progress=False)

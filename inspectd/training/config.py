@@ -44,6 +44,10 @@ class DataConfig:
 class TrainConfig:
     model: str = doc("model preset name (configs/model/NAME.yaml) or path to a model YAML", default="n")
     model_overrides: dict[str, Any] = doc("keys of the model config to override", default_factory=dict)
+    init: str | None = doc(
+        "checkpoint whose weights start the run (e.g. models/inspectd-n-neu.safetensors to train "
+        "the shipped model further); it must match the model config. null = random weights",
+        default=None)
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = doc("seed for weights, augmentation and data order", default=0)
     batch_size: int = doc("images per step", default=32)

@@ -103,6 +103,10 @@ class Trainer:
         self.model_cfg = mcfg
         seed_everything(cfg.seed)
         self.model: MultiTaskNet = build_model(mcfg)
+        if cfg.init:
+            from inspectd.model.checkpoint import load_checkpoint
+            init_model, _ = load_checkpoint(cfg.init, expected=mcfg)
+            self.model.load_state_dict(init_model.state_dict())
         self.loss = MultiTaskLoss(self.model, cfg.loss)
         size = tuple(mcfg.input_size)
         self.train_set = NeuDataset(root, self.train_stems, mcfg.class_names, mcfg.seg_class_names,
