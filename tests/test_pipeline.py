@@ -221,3 +221,27 @@ def test_stuck_source_does_not_hang_shutdown(tmp_path, monkeypatch):
     assert not runner.is_alive()
     c = pipe.result.counters
     assert pipe.result.exit_code == 0 and c["inspected"] == 5 and c["captured"] == 5
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_dead_publisher_stops_the_service_non_zero(tmp_path, monkeypatch):
+    # If the thread that owns the socket dies, verdicts no longer leave the process: the
+    # service must stop with an error (systemd restarts it), not inspect into the void.
+    from inspectd.bus.messages import EventEncoder
+
+    video = tmp_path / "r.avi"
+    write_video(video, 400)
+    calls = {"n": 0}
+    real = EventEncoder.verdict
+
+    def verdict_then_crash(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("encoder bug")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(EventEncoder, "verdict", verdict_then_crash)
+    result = Pipeline(_cfg(video), backend=ThresholdBackend(delay_s=0.01), handle_signals=False).run()
+    assert result.exit_code == 1 and result.reason == "error"
+    assert isinstance(result.error, RuntimeError) and "encoder bug" in str(result.error)
+    assert result.counters["inspected"] < 400

@@ -101,6 +101,7 @@ class EventPublisher:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+        self._error: BaseException | None = None
         self._endpoint: str | None = None
         self._counts = _Counts()
         self._tap_error_logged = False
@@ -300,8 +301,16 @@ class EventPublisher:
         self._ready.set()
         try:
             self._loop()
+        except BaseException as exc:  # noqa: BLE001 - the service must learn that the bus is down
+            self._error = exc
+            raise
         finally:
             self._teardown(ctx, sock, auth)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the publisher thread stopped, if it died: nothing is sent any more."""
+        return self._error
 
     def _teardown(self, ctx: zmq.Context | None, sock: zmq.Socket | None, auth: Any) -> None:
         if sock is not None:

@@ -447,6 +447,10 @@ class Pipeline:
         if self.annotator is not None and self.annotator.error is not None \
                 and not any(w == "annotate" for w, _ in self._errors):
             self._fail("annotate", self.annotator.error)
+        pub_err = getattr(self.publisher, "error", None)
+        if pub_err is not None and not any(w == "publisher" for w, _ in self._errors):
+            # Verdicts no longer leave the process: stop, so that systemd restarts the service.
+            self._fail("publisher", pub_err)
 
     def _status_payload(self, c: dict[str, Any] | None = None) -> dict[str, Any]:
         """The counters of a ``status`` event (the publisher asks for them on its thread)."""
