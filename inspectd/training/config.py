@@ -1,7 +1,7 @@
 """Training configuration (configs/train/*.yaml): data, schedule, stages, loss gains, augmentation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from inspectd.configtools import doc, fail, from_mapping, load_yaml
@@ -48,7 +48,7 @@ class TrainConfig:
         "checkpoint whose weights start the run (e.g. models/inspectd-n-neu.safetensors to train "
         "the shipped model further); it must match the model config. null = random weights",
         default=None)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = doc("where the images, labels and split lists are", default_factory=DataConfig)
     seed: int = doc("seed for weights, augmentation and data order", default=0)
     batch_size: int = doc("images per step", default=32)
     momentum: float = doc("SGD momentum (Nesterov)", default=0.937)
@@ -68,8 +68,10 @@ class TrainConfig:
         "weights of val metrics in the fitness that picks the best checkpoint",
         default_factory=lambda: {"map50": 0.5, "miou": 0.5})
     stages: list[StageConfig] = doc("training stages, run in order", default_factory=lambda: [StageConfig()])
-    loss: LossGains = field(default_factory=LossGains)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossGains = doc("loss weights and gains (inspectd/model/loss.py says why each is set so)",
+                          default_factory=LossGains)
+    augment: AugmentConfig = doc("training augmentations, seeded per sample and epoch",
+                                 default_factory=AugmentConfig)
 
     def validate(self, where: str, prefix: str) -> None:
         if self.batch_size < 1:
