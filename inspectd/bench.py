@@ -14,7 +14,8 @@ One process, one run, one recording:
    thread, publisher on a real ``tcp://127.0.0.1`` socket) with a subscriber in another
    process that must receive every verdict. Once as fast as it goes (ring policy ``block``:
    nothing dropped; latency then includes the queue), once paced at ``rate`` frames per second
-   like a camera (policy ``drop_oldest``, as in service): the latency run.
+   like a camera (policy ``drop_oldest``, as in service): the latency run. The subscriber is
+   ``python -m inspectd.bench --subscriber ENDPOINT``, talking to the bench over pipes.
 
 Latency is taken from the verdict itself: ``publish_wall_ns - capture_wall_ns`` (capture to
 publish), and at the subscriber ``receipt - capture_wall_ns``. Peak memory is the process's
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import math
-import multiprocessing
 import os
 import platform
 import sys
@@ -70,22 +70,50 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class RssPeak:
-    """Highest resident set size of this process while the ``with`` block runs."""
+def _busy_ticks() -> int | None:
+    """CPU ticks spent by the whole machine (everything but idle and I/O wait)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v) - v[3] - v[4]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_ticks(pid: int | str = "self") -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])     # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PhaseMonitor:
+    """While the ``with`` block runs: this process's peak resident set (sampled every 10 ms)
+    and the CPU that *other* processes used (in cores), so that a figure taken while the
+    machine was busy says so. ``pids``: further processes that count as ours (the subscriber)."""
 
     def __init__(self, interval_s: float = 0.01):
         self.interval_s = interval_s
         self.peak = 0
+        self.pids: list[int] = []
+        self.other_cores: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _own(self) -> int:
+        return _process_ticks() + sum(_process_ticks(p) for p in self.pids)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, _rss_bytes())
 
-    def __enter__(self) -> "RssPeak":
+    def __enter__(self) -> "PhaseMonitor":
         self.peak = _rss_bytes()
-        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+        self._t0 = time.monotonic()
+        self._busy0, self._own0 = _busy_ticks(), self._own()
+        self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
         self._thread.start()
         return self
 
@@ -94,10 +122,19 @@ class RssPeak:
         if self._thread is not None:
             self._thread.join()
         self.peak = max(self.peak, _rss_bytes())
+        busy1, own1 = _busy_ticks(), self._own()
+        elapsed = time.monotonic() - self._t0
+        if self._busy0 is not None and busy1 is not None and elapsed > 0:
+            hz = os.sysconf("SC_CLK_TCK")
+            other = (busy1 - self._busy0) - (own1 - self._own0)
+            self.other_cores = round(max(0.0, other / hz / elapsed), 2)
 
     @property
     def mb(self) -> float:
         return round(self.peak / 2**20, 1)
+
+    def fields(self) -> dict[str, Any]:
+        return {"peak_rss_mb": self.mb, "other_processes_cpu_cores": self.other_cores}
 
 
 def _stats_ms(values_ns: list[int] | np.ndarray) -> dict[str, float]:
@@ -353,7 +390,7 @@ def measure_model(backend, batches: list[np.ndarray]) -> dict[str, Any]:
     call = _backend_call(backend)
     _warm(backend, len(batches[0]))
     times = []
-    with RssPeak() as rss:
+    with PhaseMonitor() as mon:
         t_all = time.perf_counter_ns()
         for b in batches:
             t = time.perf_counter_ns()
@@ -363,7 +400,7 @@ def measure_model(backend, batches: list[np.ndarray]) -> dict[str, Any]:
     n, tiles = len(batches), sum(len(b) for b in batches)
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
             "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
-            "peak_rss_mb": rss.mb, "call": "infer_labels" if call != backend.infer else "infer"}
+            **mon.fields(), "call": "infer_labels" if call != backend.infer else "infer"}
 
 
 def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
@@ -374,7 +411,7 @@ def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
     for f in frames[:3]:
         stage.process(f)
     times, defects, rejects = [], 0, 0
-    with RssPeak() as rss:
+    with PhaseMonitor() as mon:
         t_all = time.perf_counter_ns()
         for f in frames:
             t = time.perf_counter_ns()
@@ -387,32 +424,56 @@ def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
     tiles = n * stage._state.grid.n if stage._state is not None else 0
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
             "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
-            "peak_rss_mb": rss.mb, "defects": defects, "rejects": rejects}
+            **mon.fields(), "defects": defects, "rejects": rejects}
 
 
-def _subscriber_main(endpoint: str, conn) -> None:
-    """A subscriber in its own process: every verdict's frame, capture, publish and receipt times."""
+def _subscriber_main(endpoint: str) -> int:
+    """The subscriber process (``python -m inspectd.bench --subscriber ENDPOINT``).
+
+    Talks to the bench over its stdin and stdout, one JSON object per line: it says
+    ``{"ready": true}`` once a heartbeat has come through (ZeroMQ's slow joiner: messages
+    published before the subscription is live are lost), reads ``{"verdicts": V,
+    "uninspected": U}`` when the pipeline has stopped, and answers with every verdict's frame,
+    capture, publish and receipt times once it has them all (or after 15 s).
+    """
+    import json
+
     from inspectd.bus.subscriber import EventSubscriber
 
+    def say(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    expect: list[tuple[int, int]] = []
+    got_expect = threading.Event()
+
+    def read_stdin() -> None:
+        line = sys.stdin.readline()
+        try:
+            d = json.loads(line)
+            expect.append((int(d["verdicts"]), int(d["uninspected"])))
+        except (ValueError, KeyError, TypeError):
+            expect.append((0, 0))
+        got_expect.set()
+
     try:
-        sub = EventSubscriber(endpoint, topics=[b"verdict/", b"uninspected/", b"heartbeat/"],
-                              rcv_hwm=100_000)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
-        conn.send(("error", f"subscriber cannot connect to {endpoint}: {exc}"))
-        return
+        sub = EventSubscriber(endpoint, topics=[b"verdict/", b"uninspected/", b"heartbeat/"], rcv_hwm=100_000)
+    except Exception as exc:  # noqa: BLE001 - reported to the bench
+        say({"error": f"subscriber cannot connect to {endpoint}: {exc}"})
+        return 1
     try:
         deadline = time.monotonic() + 30
-        while True:   # ZeroMQ's slow joiner: wait until a heartbeat proves the subscription is live
+        while True:
             ev = sub.recv(timeout_s=0.5)
             if ev is not None and ev.msg is not None and ev.msg.get("kind") == "heartbeat":
                 break
             if time.monotonic() > deadline:
-                conn.send(("error", f"no heartbeat from {endpoint} within 30 s"))
-                return
-        conn.send(("ready", None))
+                say({"error": f"no heartbeat from {endpoint} within 30 s"})
+                return 1
+        threading.Thread(target=read_stdin, daemon=True).start()
+        say({"ready": True})
         frames, capture, publish, receipt = [], [], [], []
         uninspected = gaps = 0
-        expect: tuple[int, int] | None = None
         give_up = math.inf
         while True:
             ev = sub.recv(timeout_s=0.05)
@@ -427,16 +488,54 @@ def _subscriber_main(endpoint: str, conn) -> None:
                     receipt.append(now)
                 elif m["kind"] == "uninspected":
                     uninspected += int(m["count"])
-            if expect is None and conn.poll():
-                expect = conn.recv()
-                give_up = time.monotonic() + 15
-            if expect is not None and (
-                    (len(frames) >= expect[0] and uninspected >= expect[1]) or time.monotonic() > give_up):
-                break
-        conn.send(("done", {"frames": frames, "capture": capture, "publish": publish, "receipt": receipt,
-                            "uninspected": uninspected, "gaps": gaps, "timed_out": time.monotonic() > give_up}))
+            if got_expect.is_set():
+                if give_up == math.inf:
+                    give_up = time.monotonic() + 15
+                want_v, want_u = expect[0]
+                if (len(frames) >= want_v and uninspected >= want_u) or time.monotonic() > give_up:
+                    break
+        say({"frames": frames, "capture": capture, "publish": publish, "receipt": receipt,
+             "uninspected": uninspected, "gaps": gaps, "timed_out": time.monotonic() > give_up})
+        return 0
     finally:
         sub.close()
+
+
+class _Subscriber:
+    """The bench's end of the subscriber process."""
+
+    def __init__(self, endpoint: str):
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "inspectd.bench", "--subscriber", endpoint],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pid = self.proc.pid
+
+    def read(self, timeout_s: float) -> dict[str, Any]:
+        import json
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise InspectdError(f"bench: the subscriber process said nothing within {timeout_s:g} s "
+                                f"(exit status {self.proc.poll()})")
+        msg = json.loads(line)
+        if "error" in msg:
+            raise InspectdError(f"bench: {msg['error']}")
+        return msg
+
+    def send(self, obj: dict[str, Any]) -> None:
+        import json
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames_expected: int) -> dict[str, Any]:
@@ -462,33 +561,22 @@ def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames
     cfg.log.verdicts = "none"
 
     pipeline = Pipeline(cfg, realtime=bool(paced_fps), backend=backend, handle_signals=False)
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_subscriber_main, args=(pipeline.publisher.endpoint, child),
-                       name="bench-subscriber", daemon=True)
-    proc.start()
+    sub = None
     try:
-        if not parent.poll(60):
-            raise InspectdError("bench: the subscriber process did not start within 60 s")
-        kind, payload = parent.recv()
-        if kind != "ready":
-            raise InspectdError(f"bench: {payload}")
-        with RssPeak() as rss:
+        sub = _Subscriber(pipeline.publisher.endpoint)
+        sub.read(60)                           # ready: its subscription is live
+        mon = PhaseMonitor()
+        mon.pids.append(sub.pid)               # the subscriber's CPU is part of the measurement
+        with mon:
             result = pipeline.run()
         c = result.counters
-        parent.send((c["inspected"], c["uninspected"]))
-        if not parent.poll(60):
-            raise InspectdError("bench: the subscriber process did not report within 60 s")
-        kind, got = parent.recv()
-        if kind != "done":
-            raise InspectdError(f"bench: {got}")
+        sub.send({"verdicts": c["inspected"], "uninspected": c["uninspected"]})
+        got = sub.read(60)
     finally:
         if pipeline.publisher is not None:
             pipeline.publisher.close(0.5)
-        proc.join(10)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
+        if sub is not None:
+            sub.close()
     if result.exit_code != 0:
         raise InspectdError(f"bench: the pipeline stopped with {result.reason}: {result.error}")
     cap = np.asarray(got["capture"], np.int64)
@@ -513,7 +601,7 @@ def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames
         "capture_to_publish_ms": _stats_ms(pub - cap),
         "capture_to_receipt_ms": _stats_ms(rec - cap),
         "max_queued": c["max_queued"],
-        "peak_rss_mb": rss.mb,
+        **mon.fields(),
     }
 
 
@@ -670,6 +758,17 @@ def _f(x: Any, digits: int = 1) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+BUSY_CORES = 0.15     # other processes' CPU above which a phase is flagged
+
+
+def _busy_phases(r: dict[str, Any]) -> list[str]:
+    phases = [(f"model alone {k}", v) for k, v in r["backends"].items() if v.get("available")]
+    phases += [("inference stage", r["stage"]), ("full pipeline", r["pipeline"])]
+    if r.get("paced"):
+        phases.append(("paced pipeline", r["paced"]))
+    return [name for name, v in phases if (v.get("other_processes_cpu_cores") or 0) > BUSY_CORES]
+
+
 def markdown(r: dict[str, Any]) -> str:
     m, fr, mach = r["model"], r["frames"], r["machine"]
     model = m["path"] or "preset n, random weights"
@@ -682,31 +781,36 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if m.get("note"):
         lines += ["", f"**Note:** {m['note']}."]
+    busy = _busy_phases(r)
+    if busy:
+        lines += ["", f"**Warning:** other processes used CPU during {', '.join(busy)}: those figures "
+                      "understate this machine (see the `other CPU` column, in cores)."]
     lines += ["", "| measurement | backend | precision | frames/s | tiles/s | mean ms/frame | p50 ms | p99 ms "
-                  "| vs model | peak RSS MB |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| vs model | peak RSS MB | other CPU |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, b in r["backends"].items():
         if not b.get("available"):
-            lines.append(f"| model alone | {name} | | unavailable: {b['reason']} | | | | | | |")
+            lines.append(f"| model alone | {name} | | unavailable: {b['reason']} | | | | | | | |")
             continue
         s = b["ms_per_frame"]
         lines.append(f"| model alone | {name} | {b['precision']} | {_f(b['frames_per_s'])} | {_f(b['tiles_per_s'])} "
-                     f"| {_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | | {_f(b['peak_rss_mb'], 0)} |")
+                     f"| {_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | | {_f(b['peak_rss_mb'], 0)} "
+                     f"| {_f(b.get('other_processes_cpu_cores'), 2)} |")
     chosen = r["pipeline_backend"]
     st = r["stage"]
     s = st["ms_per_frame"]
     lines.append(f"| inference stage | {chosen} | | {_f(st['frames_per_s'])} | {_f(st['tiles_per_s'])} | "
                  f"{_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | {_f(st['ratio_to_model'], 3)} "
-                 f"| {_f(st['peak_rss_mb'], 0)} |")
+                 f"| {_f(st['peak_rss_mb'], 0)} | {_f(st.get('other_processes_cpu_cores'), 2)} |")
     p = r["pipeline"]
     lines.append(f"| full pipeline, unpaced | {chosen} | | {_f(p['frames_per_s'])} | {_f(p['tiles_per_s'])} | "
                  f"{_f(1000 / p['frames_per_s'] if p['frames_per_s'] else None, 2)} | | | "
-                 f"{_f(p['ratio_to_model'], 3)} | {_f(p['peak_rss_mb'], 0)} |")
+                 f"{_f(p['ratio_to_model'], 3)} | {_f(p['peak_rss_mb'], 0)} | {_f(p.get('other_processes_cpu_cores'), 2)} |")
     lines += ["", "model alone and inference stage: p50/p99 of the time per frame. Full pipeline: "
                   "capture-to-publish and capture-to-receipt latency (subscriber in another process):", "",
               "| run | frames received | uninspected | capture→publish p50 / p99 / max ms "
-              "| capture→receipt p50 / p99 ms | max queued |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| capture→receipt p50 / p99 ms | max queued | other CPU |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for label, run in (("unpaced (policy block)", p), (f"paced at {_f(r['paced']['paced_fps'], 0)} frames/s "
                                                         f"(policy drop_oldest)" if r["paced"] else "", r["paced"])):
         if not run:
@@ -714,10 +818,16 @@ def markdown(r: dict[str, Any]) -> str:
         a, b = run["capture_to_publish_ms"], run["capture_to_receipt_ms"]
         lines.append(f"| {label} | {run['frames']} of {run['frames_requested']} | {run['uninspected']} | "
                      f"{_f(a['p50'], 2)} / {_f(a['p99'], 2)} / {_f(a['max'], 2)} | {_f(b['p50'], 2)} / "
-                     f"{_f(b['p99'], 2)} | {run['max_queued']} |")
+                     f"{_f(b['p99'], 2)} | {run['max_queued']} | {_f(run.get('other_processes_cpu_cores'), 2)} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---|---|"]
     for t in r["targets"]:
         note = f" ({t['note']})" if t.get("note") else ""
         lines.append(f"| {t['name']}{note} | {_f(t['measured'], 3)} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
     lines.append("")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--subscriber":
+        sys.exit(_subscriber_main(sys.argv[2]))
+    sys.exit("usage: python -m inspectd.bench --subscriber ENDPOINT (the bench's subscriber process)")
