@@ -35,7 +35,7 @@ def test_bench_tiny_run(tmp_path, checkpoint, monkeypatch, capsys):
         assert b["available"] and b["frames"] == 8 and b["tiles"] == 16
         assert b["frames_per_s"] > 0 and b["tiles_per_s"] == pytest.approx(2 * b["frames_per_s"], rel=0.01)
         assert 0 < b["ms_per_frame"]["p50"] <= b["ms_per_frame"]["p99"] <= b["ms_per_frame"]["max"]
-        assert b["peak_rss_mb"] > 0
+        assert b["peak_rss_mb"] > 0 and b["other_processes_cpu_cores"] >= 0
     cuda = r["backends"]["torch-cuda"]
     import torch
     if not torch.cuda.is_available():
@@ -44,6 +44,7 @@ def test_bench_tiny_run(tmp_path, checkpoint, monkeypatch, capsys):
 
     assert r["pipeline_backend"] == "onnxruntime"
     assert r["stage"]["frames"] == 8
+    assert 0 < r["stage"]["model_ms_in_stage"]["mean"] <= r["stage"]["ms_per_frame"]["mean"]
     for run in (r["pipeline"], r["paced"]):
         assert run["frames_requested"] == 8
         assert run["frames"] + run["uninspected"] == 8            # every frame accounted for
@@ -51,10 +52,15 @@ def test_bench_tiny_run(tmp_path, checkpoint, monkeypatch, capsys):
         lat = run["capture_to_publish_ms"]
         assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
         assert run["capture_to_receipt_ms"]["p50"] >= lat["p50"] * 0.999 - 0.01
+        # the model call is part of the stage, which is part of capture-to-publish
+        assert 0 < run["model_ms_in_pipeline"]["mean"] <= run["stage_ms_in_pipeline"]["mean"] <= lat["mean"]
     p = r["pipeline"]
     assert p["frames"] == 8 and p["uninspected"] == 0            # policy block: nothing dropped
     assert r["paced"]["paced_fps"] == 50
-    model_fps = r["backends"]["onnxruntime"]["frames_per_s"]
+    ref = r["model_reference"]
+    assert ref["frames_per_s_before"] == r["backends"]["onnxruntime"]["frames_per_s"]
+    model_fps = ref["frames_per_s"]
+    assert model_fps == pytest.approx((ref["frames_per_s_before"] + ref["frames_per_s_after"]) / 2, rel=1e-3)
     assert p["ratio_to_model"] == pytest.approx(p["frames_per_s"] / model_fps, rel=1e-3)
     names = [t["name"] for t in r["targets"]]
     assert len(names) == 3 and all(isinstance(t["met"], bool) for t in r["targets"])
