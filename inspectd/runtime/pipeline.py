@@ -196,7 +196,7 @@ class Pipeline:
 
     # -- inference thread ------------------------------------------------------------
     def _inference_loop(self) -> None:
-        ring, stage = self.ring, self.stage
+        ring = self.ring
         try:
             while not self._hurry.is_set():
                 frame = ring.get(timeout=0.1)
