@@ -763,8 +763,12 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
     targets = [
         {"name": "full pipeline rate / model-alone rate", "measured": pipeline["ratio_to_model"],
          "goal": ">= 0.95", "met": pipeline["ratio_to_model"] >= 0.95},
-        {"name": "full pipeline frames/s above the paper's 85.6 (P100)", "measured": pipeline["frames_per_s"],
-         "goal": f"> {PAPER_FPS}", "met": pipeline["frames_per_s"] > PAPER_FPS,
+        # The paper's rate is of 200 x 200 images, one tile each: with larger frames, tiles/s compare.
+        {"name": ("full pipeline frames/s above the paper's 85.6 (P100)" if grid.n == 1 else
+                  "full pipeline tiles/s (one tile ~ one NEU image) above the paper's 85.6 images/s (P100)"),
+         "measured": pipeline["frames_per_s"] if grid.n == 1 else pipeline["tiles_per_s"],
+         "goal": f"> {PAPER_FPS}",
+         "met": (pipeline["frames_per_s"] if grid.n == 1 else pipeline["tiles_per_s"]) > PAPER_FPS,
          "note": "random weights: not the shipped model" if model_info["random_weights"] else ""},
     ]
     if paced is not None:
