@@ -323,7 +323,12 @@ class BackendFactory:
     def int8_model(self):
         if self._int8 is not None:
             return self._int8
-        from inspectd.backends.onnx_model import cache_dir, file_sha256, prepare, read_metadata
+        from inspectd.backends.onnx_model import (
+            cache_dir,
+            file_sha256,
+            prepare,
+            read_metadata,
+        )
         from inspectd.backends.quantize import calibration_tiles, quantize_int8
 
         shipped = self.checkpoint.with_name(self.checkpoint.stem + ".int8.onnx")

@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: {results[name]['map50']:.4f} mAP50, {results[name]['miou']:.4f} mIoU")
 
     base = results["torch"]
-    print(f"| backend | mAP@0.5 | Δ | mAP@0.5:0.95 | Δ | mIoU | Δ |\n|---|---:|---:|---:|---:|---:|---:|")
+    print("| backend | mAP@0.5 | Δ | mAP@0.5:0.95 | Δ | mIoU | Δ |\n|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         if "map50" not in r:
             print(f"| {name} | unavailable: {r['reason']} | | | | | |")
             continue
-        d = lambda k: f"{100 * (r[k] - base[k]):+.2f}"  # noqa: E731
+        d = lambda k, r=r: f"{100 * (r[k] - base[k]):+.2f}"  # noqa: E731
         print(f"| {name} | {100 * r['map50']:.2f} | {d('map50')} | {100 * r['map50_95']:.2f} | {d('map50_95')} "
               f"| {100 * r['miou']:.2f} | {d('miou')} |")
     if args.json:

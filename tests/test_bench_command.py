@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from lively_model import lively_model
 
 from inspectd.cli import main
 from inspectd.model.checkpoint import save_checkpoint
-from lively_model import lively_model
 
 
 @pytest.fixture(scope="module")

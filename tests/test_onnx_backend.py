@@ -14,6 +14,7 @@ import time
 import numpy as np
 import onnx
 import pytest
+from lively_model import lively_model
 
 from inspectd.backends import create_backend
 from inspectd.backends.onnx_model import META_CONFIG, prepare
@@ -24,7 +25,6 @@ from inspectd.model.export import export_onnx
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.inference import InferenceConfig, InferenceStage
 from inspectd.runtime.merge import MergeConfig
-from lively_model import lively_model
 
 BOX_ATOL = 0.05
 PROB_ATOL = 2e-4

@@ -10,10 +10,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from lively_model import lively_model
 
 from inspectd.model.export import export_onnx
 from inspectd.model.inference_graph import InferenceGraph
-from lively_model import lively_model
 
 BOX_ATOL = 0.05
 PROB_ATOL = 2e-4

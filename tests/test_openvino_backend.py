@@ -10,13 +10,14 @@ import pytest
 
 pytest.importorskip("openvino")
 
+from lively_model import lively_model  # noqa: E402
+
 from inspectd.backends.onnx_model import prepare  # noqa: E402
 from inspectd.backends.openvino_backend import OpenVinoBackend, cpu_has_bf16, create  # noqa: E402
 from inspectd.backends.torch_backend import TorchBackend  # noqa: E402
 from inspectd.errors import InspectdError  # noqa: E402
 from inspectd.model.checkpoint import save_checkpoint  # noqa: E402
 from inspectd.runtime.inference import InferenceConfig  # noqa: E402
-from lively_model import lively_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,13 @@ def setup(tmp_path_factory):
 
 
 def test_fp32_equals_torch(setup):
-    ckpt, model, tiles, det_t, seg_t = setup
+    _, model, tiles, det_t, seg_t = setup
     b = OpenVinoBackend(model, threads=1)
     det, seg = b.infer(tiles)
     np.testing.assert_allclose(det[..., :4], det_t[..., :4], atol=0.05, rtol=0)
     np.testing.assert_allclose(det[..., 4:], det_t[..., 4:], atol=2e-4, rtol=0)
     np.testing.assert_allclose(seg, seg_t, atol=2e-4, rtol=0)
-    det2, labels, conf = b.infer_labels(tiles)
+    det2, labels, _ = b.infer_labels(tiles)
     np.testing.assert_allclose(det2, det, atol=1e-5)
     assert labels.dtype == np.uint8 and (labels == seg_t.argmax(1)).mean() >= 0.999
     # Another batch size compiles another model; the first keeps working.
@@ -51,7 +52,7 @@ def test_fp32_equals_torch(setup):
 def test_bf16_runs_close_to_fp32(setup):
     _, model, tiles, _, seg_t = setup
     b = OpenVinoBackend(model, threads=1, precision="bf16")
-    det, labels, conf = b.infer_labels(tiles)
+    det, _, conf = b.infer_labels(tiles)
     assert np.isfinite(det).all() and np.isfinite(conf).all()
     # bf16 keeps 8 bits of mantissa: probabilities move, but stay near.
     assert np.abs(conf - seg_t.max(1)).mean() < 0.05

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from lively_model import lively_model
 
 from inspectd.backends import create_backend
 from inspectd.backends.onnx_model import prepare
@@ -14,7 +15,6 @@ from inspectd.backends.quantize import quantize_int8
 from inspectd.errors import InspectdError
 from inspectd.model.checkpoint import save_checkpoint
 from inspectd.runtime.inference import InferenceConfig
-from lively_model import lively_model
 
 
 def test_int8_model_runs_with_its_metadata(tmp_path, monkeypatch):
@@ -38,7 +38,7 @@ def test_int8_model_runs_with_its_metadata(tmp_path, monkeypatch):
     assert producer["det"].op_type != "DequantizeLinear"
     b = create_backend(InferenceConfig(model=q.path, backend="onnxruntime", device="cpu", threads=1))
     assert b.precision == "int8"
-    det, labels, conf = b.infer_labels(calib[:2])
+    det, labels, _ = b.infer_labels(calib[:2])
     assert det.shape[0] == 2 and labels.shape == (2, 224, 224) and np.isfinite(det).all()
     with pytest.raises(InspectdError, match="already int8"):
         quantize_int8(q, tmp_path / "again.onnx", calib)

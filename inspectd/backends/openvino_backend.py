@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import openvino as ov
 
-from inspectd.backends.onnx_model import LABEL_OUTPUTS, PROB_OUTPUTS, OnnxModel, check_tiles, prepare
+from inspectd.backends.onnx_model import (
+    LABEL_OUTPUTS,
+    PROB_OUTPUTS,
+    OnnxModel,
+    check_tiles,
+    prepare,
+)
 from inspectd.errors import InspectdError
 
 if TYPE_CHECKING:

@@ -16,7 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from inspectd.backends.onnx_model import OnnxModel, file_sha256, read_metadata, save_atomically, set_metadata
+from inspectd.backends.onnx_model import (
+    OnnxModel,
+    file_sha256,
+    read_metadata,
+    save_atomically,
+    set_metadata,
+)
 from inspectd.errors import InspectdError
 
 
@@ -62,8 +68,13 @@ def quantize_int8(model: OnnxModel, out: str | Path, tiles: np.ndarray, calibrat
     ``calibration`` says in words what the tiles are (kept in the file's metadata).
     """
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if model.precision != "fp32":
