@@ -64,3 +64,20 @@ def test_config_errors(setup):
         create(ckpt, InferenceConfig(model=ckpt, device="cuda"))
     with pytest.raises(InspectdError, match="fp32 or bf16"):
         OpenVinoBackend(setup[1], precision="int4")
+
+
+def test_selected_from_the_config(tmp_path, monkeypatch):
+    from inspectd.backends import create_backend
+    from inspectd.config import load_config
+
+    monkeypatch.setenv("INSPECTD_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt = save_checkpoint(lively_model()[0], tmp_path / "m.safetensors")
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(f"inference:\n  model: {ckpt}\n  backend: openvino\n  precision: fp32\n")
+    backend = create_backend(load_config(cfg_file).inference)
+    try:
+        assert backend.name == "openvino"
+        det, seg = backend.infer(np.zeros((1, 1, 224, 224), np.uint8))
+        assert det.shape[0] == 1 and seg.shape[-2:] == (224, 224)
+    finally:
+        backend.close()

@@ -48,4 +48,13 @@ def create_backend(cfg: "InferenceConfig") -> "Backend":
                 f"inference.backend: 'onnxruntime' needs the Python package {exc.name!r}; "
                 "install inspectd[onnx]") from None
         return mod.create(path, cfg)
-    raise InspectdError(f"inference.backend: unknown backend {cfg.backend!r} (known: torch, onnxruntime)")
+    if cfg.backend == "openvino":
+        try:
+            mod = importlib.import_module("inspectd.backends.openvino_backend")
+        except ModuleNotFoundError as exc:
+            raise InspectdError(
+                f"inference.backend: 'openvino' needs the Python package {exc.name!r}; "
+                "install inspectd[openvino]") from None
+        return mod.create(path, cfg)
+    raise InspectdError(
+        f"inference.backend: unknown backend {cfg.backend!r} (known: torch, onnxruntime, openvino)")
