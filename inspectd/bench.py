@@ -197,22 +197,11 @@ def resolve_model(opts: BenchOptions, workdir: Path, progress: Progress) -> tupl
 def random_model(path: Path, preset: str = "n", seed: int = 0) -> Path:
     """A checkpoint of ``preset`` with random weights and BatchNorm statistics taken from one
     random batch (without them a fresh deep net's activations fade to constants)."""
-    import torch
-
     from inspectd.model.checkpoint import save_checkpoint
     from inspectd.model.config import load_preset
-    from inspectd.model.network import build_model
+    from inspectd.model.network import build_random_calibrated
 
-    torch.manual_seed(seed)
-    cfg = load_preset(preset)
-    model = build_model(cfg)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(4, cfg.in_channels, *cfg.input_size))
-    model.eval()
+    model = build_random_calibrated(load_preset(preset), seed=seed, batch=4)
     return save_checkpoint(model, path, {"note": "random weights (inspectd bench)"})
 
 

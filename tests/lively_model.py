@@ -9,16 +9,10 @@ def lively_model(preset: str = "n", seed: int = 0):
     activations of a fresh deep net fade and every pixel gets the same probabilities) and
     confident boxes. Returns (model in eval mode, ModelConfig)."""
     from inspectd.model.config import load_preset
-    from inspectd.model.network import build_model
-    torch.manual_seed(seed)
+    from inspectd.model.network import build_random_calibrated
     cfg = load_preset(preset)
-    model = build_model(cfg)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
+    model = build_random_calibrated(cfg, seed=seed, batch=2)
     with torch.no_grad():
-        model(torch.rand(2, cfg.in_channels, *cfg.input_size))
         for conv in model.det_head.m:
             conv.bias.view(model.det_head.na, -1)[:, 4:] += 3.0
     return model.eval(), cfg

@@ -90,3 +90,20 @@ class MultiTaskNet(nn.Module):
 
 def build_model(cfg: ModelConfig) -> MultiTaskNet:
     return MultiTaskNet(cfg)
+
+
+def build_random_calibrated(cfg: ModelConfig, seed: int = 0, batch: int = 2) -> MultiTaskNet:
+    """Random weights with BatchNorm statistics taken from one random batch, in eval mode.
+
+    Without them a fresh deep net's activations fade to constants; benchmarks and backend tests
+    need outputs that vary like a trained model's.
+    """
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(batch, cfg.in_channels, *cfg.input_size))
+    return model.eval()
