@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="input rate of the paced pipeline run, the latency measurement (default: 50; 0 skips it)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads per backend (default: 0, the runtime's default: one per core)")
+    p.add_argument("--in-flight", type=int, default=2, metavar="N",
+                   help="frames with the model at once in the stage and pipeline runs, as "
+                        "inference.in_flight (default: 2; 1 = strictly one frame at a time)")
     p.add_argument("--calib-data", metavar="DIR",
                    help="NEU-style folder (train.txt, images/) to calibrate onnxruntime-int8 on "
                         "(default: a <model>.int8.onnx next to the checkpoint if there is one, else "
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         model=Path(args.model).expanduser() if args.model else None,
         frames=args.frames, frame_size=args.frame_size, backends=backends,
         pipeline_backend=args.pipeline_backend, rate=args.rate, threads=args.threads,
-        calib_data=calib, workdir=Path(args.workdir).expanduser() if args.workdir else None,
+        in_flight=args.in_flight, calib_data=calib, workdir=Path(args.workdir).expanduser() if args.workdir else None,
     ))
     sys.stdout.write(markdown(result))
     sys.stdout.flush()

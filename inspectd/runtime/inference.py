@@ -4,14 +4,24 @@ frame -> tiles (one reused uint8 batch) -> backend.infer (one call per frame) ->
 decoding and NMS -> frame coordinates -> fusion of boxes cut by tile edges -> stitched
 segmentation map -> merge by the class rules -> ``Verdict``.
 
+Two halves, so that the model never waits for the post-processing: ``begin(frame)`` cuts
+the tiles and hands them to the model thread; ``finish(job)`` waits for the model's outputs
+and decodes, stitches and merges them. With ``inference.in_flight: 2`` the caller begins
+frame *i + 1* before it finishes frame *i*, and the model runs on *i + 1* while *i* is
+post-processed (BENCHMARKS.md: on 2 cores this is what lets the pipeline keep pace with
+the model alone). ``process(frame)`` is both halves at once.
+
 The stage knows nothing about the backend beyond ``inspectd.backends.base.Backend``.
-It keeps per-frame-size state (tile grid, batch, stitched maps) and reuses it while the
+It keeps per-frame-size state (tile grid, batches, stitched maps) and reuses it while the
 frame size stays the same, so the steady state allocates little per frame. It is not
-thread-safe: one inference thread owns one stage.
+thread-safe: one inference thread owns one stage (the model thread is its own).
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,6 +60,13 @@ class InferenceConfig:
     threads: int = doc(
         "CPU threads the backend may use for one frame; 0 = the runtime's default (all cores). "
         "On a shared machine, leave cores for acquisition and the bus.", default=0)
+    in_flight: int = doc(
+        "Frames the model is given back to back. With 2 the model starts on the next frame "
+        "while the previous one is decoded, merged and published, so it never waits for them "
+        "(the pipeline then runs at the model's own rate; BENCHMARKS.md). A frame is never held "
+        "back to wait for the next one: with an empty ring buffer each frame is finished at once, "
+        "so latency does not grow. 1 = strictly one frame at a time. The ring buffer should have "
+        "at least in_flight + 2 slots.", default=2)
     tile_overlap_px: int = doc(
         "Minimum overlap, in frame pixels, between neighbouring tiles. A defect narrower than the "
         "overlap is seen whole by at least one tile; wider ones are cut by tile edges and fused "
@@ -85,6 +102,8 @@ class InferenceConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 fail(where, p + name, f"expected a value between 0 and 1, got {v!r}")
+        if not 1 <= self.in_flight <= 4:
+            fail(where, p + "in_flight", f"expected 1 to 4 frames, got {self.in_flight}")
         if self.max_det < 1:
             fail(where, p + "max_det", f"must be >= 1, got {self.max_det}")
         if self.fuse_edge_px < 0:
@@ -99,8 +118,65 @@ class _SizeState:
 
     shape: tuple[int, ...]
     grid: TileGrid
-    cutter: TileCutter
+    cutters: list[TileCutter]      # one batch per frame in flight: the model reads it meanwhile
     stitcher: SegStitcher
+
+
+@dataclass(slots=True)
+class Job:
+    """A frame whose tiles are with the model (``InferenceStage.begin``)."""
+
+    frame: Frame
+    state: _SizeState
+    outputs: Future
+    start_ns: int
+
+
+class _ModelThread:
+    """Runs the backend's calls one after another on a thread of its own.
+
+    The runtimes release the GIL while the model runs, so the inference thread can decode,
+    merge and publish the previous frame meanwhile. A Future per call carries the outputs or
+    the exception back. Calls are served in order; the queue holds at most ``in_flight``.
+    """
+
+    def __init__(self, call):
+        self._call = call
+        self._jobs: deque[tuple[Future, object]] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="model", daemon=True)
+        self._thread.start()
+
+    def submit(self, tiles) -> Future:
+        fut: Future = Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("inference stage closed")
+            self._jobs.append((fut, tiles))
+            self._cv.notify()
+        return fut
+
+    def _serve(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._closed:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                fut, tiles = self._jobs.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(self._call(tiles))
+            except BaseException as exc:  # noqa: BLE001 - re-raised by finish() on the inference thread
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
 
 
 class InferenceStage:
@@ -109,6 +185,8 @@ class InferenceStage:
     ``process(frame)`` returns the ``Verdict``. ``process_with_mask(frame)`` also returns
     the frame's segmentation label map (H x W uint8, index into
     ``backend.seg_class_names``, 0 = background), a copy the caller owns, for annotation.
+    ``begin(frame)`` / ``finish(job)`` are the two halves, for a caller that keeps up to
+    ``cfg.in_flight`` frames with the model; jobs must be finished in the order begun.
     """
 
     def __init__(self, backend: Backend, cfg: InferenceConfig, merge: MergeConfig):
@@ -128,6 +206,12 @@ class InferenceStage:
         # Optional backend extension: per-pixel arg-max computed where the model ran (on a
         # GPU: 8x less to copy back, and no arg-max over every pixel on the CPU).
         self._infer_labels = getattr(backend, "infer_labels", None)
+        self.in_flight = int(getattr(cfg, "in_flight", 1))
+        call = self._infer_labels if self._infer_labels is not None else backend.infer
+        self._model = _ModelThread(call) if self.in_flight > 1 else None
+        self._call = call
+        self._jobs: deque[Job] = deque()
+        self._turn = 0
 
     # -- per-size state ---------------------------------------------------------------------
     def _state_for(self, image: np.ndarray) -> _SizeState:
@@ -140,28 +224,78 @@ class InferenceStage:
                 f"frame: expected a uint8 H x W (Mono8) or H x W x 3 (BGR) image, got {image.dtype} {image.shape}")
         th, tw = self.tile_size
         grid = TileGrid.build(image.shape[0], image.shape[1], th, tw, self.cfg.tile_overlap_px)
-        cutter = TileCutter(grid, image.shape, int(self.backend.channels),
-                            pad=self.cfg.pad, pad_value=self.cfg.pad_value)
-        self._state = _SizeState(tuple(image.shape), grid, cutter, SegStitcher(grid))
+        cutters = [TileCutter(grid, image.shape, int(self.backend.channels),
+                              pad=self.cfg.pad, pad_value=self.cfg.pad_value) for _ in range(self.in_flight)]
+        self._state = _SizeState(tuple(image.shape), grid, cutters, SegStitcher(grid))
         return self._state
 
     # -- the hot path -------------------------------------------------------------------------
-    def _run(self, frame: Frame) -> tuple[Verdict, np.ndarray]:
+    def begin(self, frame: Frame) -> Job:
+        """Cut the frame into tiles and give them to the model; ``finish`` the job later."""
+        if len(self._jobs) >= self.in_flight:
+            raise RuntimeError(f"inference stage: {self.in_flight} frame(s) already in flight")
         start = time.monotonic_ns()
         st = self._state_for(frame.image)
-        batch = st.cutter.cut(frame.image)
+        # The model reads this batch until the job is finished; the next in_flight - 1 jobs
+        # use the other batches.
+        batch = st.cutters[self._turn % len(st.cutters)].cut(frame.image)
+        self._turn += 1
+        if self._model is not None:
+            outputs = self._model.submit(batch)
+        else:
+            outputs = Future()
+            try:
+                outputs.set_result(self._call(batch))
+            except BaseException as exc:  # noqa: BLE001 - raised by finish(), like the threaded path
+                outputs.set_exception(exc)
+        job = Job(frame, st, outputs, start)
+        self._jobs.append(job)
+        return job
+
+    def finish(self, job: Job) -> tuple[Verdict, np.ndarray]:
+        """Wait for the model's outputs on ``job``; decode, stitch and merge them.
+
+        Returns the verdict and the frame's label map (valid until the next ``finish``).
+        """
+        if not self._jobs or self._jobs[0] is not job:
+            raise RuntimeError("inference stage: jobs must be finished in the order they were begun")
+        self._jobs.popleft()
+        out = job.outputs.result()
+        st = job.state
         if self._infer_labels is not None:
-            det, tile_labels, tile_conf = self._infer_labels(batch)
+            det, tile_labels, tile_conf = out
             boxes, scores, classes = self._detections(det, st.grid)
             labels, conf = st.stitcher.stitch_labels(tile_labels, tile_conf)
         else:
-            det, seg = self.backend.infer(batch)
+            det, seg = out
             boxes, scores, classes = self._detections(det, st.grid)
             labels, conf = st.stitcher.stitch(seg)
         defects, status = merge_frame((boxes, scores, classes), (labels, conf), self.merge,
                                       self.class_names, self.seg_class_names)
-        verdict = Verdict(FrameMeta.of(frame), status, defects, start, time.monotonic_ns())
+        verdict = Verdict(FrameMeta.of(job.frame), status, defects, job.start_ns, time.monotonic_ns())
         return verdict, labels
+
+    def abandon(self) -> list[Frame]:
+        """Forget the jobs in flight (after an error, or when inspection stops in a hurry);
+        returns their frames, oldest first. The model finishes what it started, unread."""
+        frames = [j.frame for j in self._jobs]
+        for j in self._jobs:
+            j.outputs.cancel()
+        self._jobs.clear()
+        return frames
+
+    @property
+    def oldest(self) -> Job:
+        """The job to finish next."""
+        return self._jobs[0]
+
+    @property
+    def pending(self) -> int:
+        """Frames begun and not yet finished."""
+        return len(self._jobs)
+
+    def _run(self, frame: Frame) -> tuple[Verdict, np.ndarray]:
+        return self.finish(self.begin(frame))
 
     def _detections(self, det: np.ndarray, grid: TileGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-tile decoding + NMS, then frame coordinates and cross-tile fusion."""
@@ -183,5 +317,11 @@ class InferenceStage:
         verdict, labels = self._run(frame)
         return verdict, labels.copy()
 
+    def close_model(self) -> None:
+        """Stop the model thread; the backend stays open (it belongs to the caller)."""
+        if self._model is not None:
+            self._model.close()
+
     def close(self) -> None:
+        self.close_model()
         self.backend.close()

@@ -3,8 +3,10 @@
 Threads::
 
     acquisition (AcquisitionThread)  source.read() -> ring.put()      overflow -> on_drop
-    inference   (this module)        ring.get() -> stage.process() -> publisher.publish_verdict()
-                                     -> ring.release()
+    inference   (this module)        ring.get() -> stage.begin() ... stage.finish()
+                                     -> publisher.publish_verdict() -> ring.release()
+    model       (InferenceStage)     the backend's calls, while the inference thread finishes
+                                     the previous frame (inference.in_flight)
     publisher   (EventPublisher)     owns the ZeroMQ socket; calls the --out tap
     annotate    (Annotator, opt.)    draws and encodes the annotated video
     main        (Pipeline.run)       supervisor: signals, systemd notify, status, errors
@@ -196,15 +198,24 @@ class Pipeline:
 
     # -- inference thread ------------------------------------------------------------
     def _inference_loop(self) -> None:
-        ring = self.ring
+        """Keeps up to ``inference.in_flight`` frames with the model.
+
+        A frame is begun as soon as the ring hands it out; the oldest is finished when the
+        model has the next one to work on, or at once when the ring has nothing more (so a
+        frame never waits for its successor, and latency stays one frame's inspection).
+        """
+        ring, stage = self.ring, self.stage
         try:
             while not self._hurry.is_set():
-                frame = ring.get(timeout=0.1)
-                if frame is None:
-                    if ring.closed and self._drained():
-                        return
-                    continue
-                self._inspect(frame)
+                frame = ring.get(timeout=0.0 if stage.pending else 0.1)
+                if frame is not None:
+                    self._begin(frame)
+                    if stage.pending < stage.in_flight:
+                        continue
+                if stage.pending:
+                    self._finish_oldest()
+                elif ring.closed and self._drained():
+                    return
         except BaseException as exc:  # noqa: BLE001 - handed to the supervisor
             self._fail("inference", exc)
         finally:
@@ -217,17 +228,26 @@ class Pipeline:
         frame = self.ring.get(timeout=5.0)
         if frame is None:
             return True
-        self._inspect(frame)
+        self._begin(frame)
         return False
 
-    def _inspect(self, frame: Frame) -> None:
+    def _begin(self, frame: Frame) -> None:
+        try:
+            self.stage.begin(frame)
+        except BaseException:
+            self._drop_reason = "error"
+            self.ring.release(frame, inspected=False)
+            raise
+
+    def _finish_oldest(self) -> None:
+        stage = self.stage
+        job = stage.oldest
+        frame = job.frame
         inspected = False
         try:
+            verdict, labels = stage.finish(job)
             if self.annotator is not None:
-                verdict, labels = self.stage.process_with_mask(frame)
-                self.annotator.submit(frame.image.copy(), verdict, labels)
-            else:
-                verdict = self.stage.process(frame)
+                self.annotator.submit(frame.image.copy(), verdict, labels.copy())
             if not self.publisher.publish_verdict(verdict, frame.image):
                 with self._lock:
                     self.tally.not_published += 1
@@ -259,9 +279,12 @@ class Pipeline:
             )
 
     def _report_rest(self) -> None:
-        """Whatever is still queued when inspection stops early is reported uninspected."""
+        """Whatever is still queued or with the model when inspection stops early is
+        reported uninspected."""
         if self._drop_reason == "overflow":
             self._drop_reason = "shutdown"
+        for frame in self.stage.abandon():
+            self.ring.release(frame, inspected=False)
         self._acq_stop.set()
         self.ring.close(drop_queued=True)
 
@@ -477,7 +500,7 @@ class Pipeline:
         self.publisher.publish_status(self._status_payload(final))
         if not self.publisher.close(self.cfg.service.flush_timeout_s):
             log.warning("publisher_not_flushed", timeout_s=self.cfg.service.flush_timeout_s)
-        self._close_quietly(self.backend, "close")
+        self._close_quietly(self.stage, "close")     # the model thread, then the backend
         self.notifier.close()
 
         ring = self.ring.counters()

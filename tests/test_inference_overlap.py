@@ -1,0 +1,169 @@
+"""Frames in flight (``inference.in_flight``): the model runs on frame i + 1 while frame i is
+decoded, merged and published, without changing any verdict and without holding a frame back
+to wait for its successor.
+
+What is checked is the order of events, not their speed: each model call records how many
+verdicts the pipeline had counted when it started. Strictly serial inspection starts the call
+for frame k after verdict k - 1; overlapped inspection starts it while frame k - 1 is still
+being finished. Speed itself is measured by ``inspectd bench`` (BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from inspectd.config import default_config
+from inspectd.runtime.frame import Frame
+from inspectd.runtime.inference import InferenceConfig, InferenceStage
+from inspectd.runtime.merge import MergeConfig
+from inspectd.runtime.pipeline import Pipeline
+from inspectd.runtime.ringbuffer import OverflowPolicy
+from stand_ins import ThresholdBackend, write_video
+
+
+class RecordingBackend(ThresholdBackend):
+    """Records, at the start of each call, the verdicts the pipeline had counted."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pipeline: Pipeline | None = None
+        self.counted_at_start: list[int] = []
+        self.threads: set[str] = set()
+
+    def infer(self, tiles):
+        self.counted_at_start.append(self.pipeline.tally.verdicts)
+        self.threads.add(threading.current_thread().name)
+        return super().infer(tiles)
+
+
+def _run(tmp_path, in_flight: int, *, fps: float | None = None, delay_s: float = 0.01, frames: int = 40):
+    video = tmp_path / "r.avi"
+    truth = write_video(video, frames, fps=fps or 25.0, defect_every=5)
+    cfg = default_config()
+    cfg.source.path = str(video)
+    cfg.ring.policy = OverflowPolicy.block
+    cfg.ring.slots = 6
+    cfg.inference.in_flight = in_flight
+    cfg.bus.heartbeat_interval_s = 0.2
+    backend = RecordingBackend(delay_s=delay_s)
+    verdicts: list[dict] = []
+    pipe = Pipeline(cfg, backend=backend, realtime=fps is not None, handle_signals=False,
+                    tap=lambda topic, m: verdicts.append(m) if m["kind"] == "verdict" else None)
+    backend.pipeline = pipe
+    result = pipe.run()
+    assert result.exit_code == 0, result.error
+    return backend, verdicts, truth, result.counters
+
+
+def test_serial_inspection_starts_each_frame_after_the_previous_verdict(tmp_path):
+    backend, verdicts, truth, c = _run(tmp_path, in_flight=1)
+    assert backend.counted_at_start == list(range(40))
+    assert backend.threads == {"inference"}          # no model thread at all
+    assert [v["frame"] for v in verdicts] == list(range(40))
+
+
+def test_model_works_on_the_next_frame_while_the_previous_is_finished(tmp_path):
+    # The model is the slow part (10 ms a call), so the ring always holds the next frame.
+    backend, verdicts, truth, c = _run(tmp_path, in_flight=2)
+    starts = backend.counted_at_start
+    assert len(starts) == 40
+    overlapped = sum(starts[k] == k - 1 for k in range(1, 40))
+    assert overlapped >= 35, starts                   # frame k began before verdict k - 1
+    assert all(k - 1 <= starts[k] <= k for k in range(1, 40)), starts   # never more than 2 in flight
+    assert backend.threads == {"model"}
+    # Same verdicts, same order, nothing lost.
+    assert [v["frame"] for v in verdicts] == list(range(40))
+    assert [v["status"] == "reject" for v in verdicts] == truth
+    assert c["captured"] == c["inspected"] == 40 and c["uninspected"] == 0
+
+
+def test_a_frame_never_waits_for_its_successor(tmp_path):
+    # Frames arrive every 40 ms and take about 5 ms: each must be finished before the next
+    # one arrives, not held until then to overlap with it.
+    backend, verdicts, truth, c = _run(tmp_path, in_flight=2, fps=25.0, delay_s=0.005, frames=15)
+    assert backend.counted_at_start == list(range(15))
+    assert [v["status"] == "reject" for v in verdicts] == truth
+
+
+class _FailsOnCall(ThresholdBackend):
+    def __init__(self, fail_at: int, **kw):
+        super().__init__(**kw)
+        self.fail_at = fail_at
+        self.n = 0
+
+    def infer(self, tiles):
+        self.n += 1
+        if self.n == self.fail_at:
+            raise RuntimeError("device lost")
+        return super().infer(tiles)
+
+
+def test_model_error_with_frames_in_flight_loses_no_frame(tmp_path):
+    video = tmp_path / "r.avi"
+    write_video(video, 60)
+    cfg = default_config()
+    cfg.source.path = str(video)
+    cfg.ring.policy = OverflowPolicy.block
+    cfg.inference.in_flight = 2
+    cfg.bus.heartbeat_interval_s = 0.2
+    got: list[dict] = []
+    result = Pipeline(cfg, backend=_FailsOnCall(8, delay_s=0.005), handle_signals=False,
+                      tap=lambda topic, m: got.append(m)).run()
+    assert result.exit_code == 1 and isinstance(result.error, RuntimeError)
+    c = result.counters
+    assert c["inspected"] == 7                       # the frames before the failing call
+    assert c["captured"] == c["inspected"] + c["uninspected"]
+    seen = [m["frame"] for m in got if m["kind"] == "verdict"]
+    for m in got:
+        if m["kind"] == "uninspected":
+            seen.extend(range(m["first_frame"], m["last_frame"] + 1))
+    assert sorted(seen) == list(range(c["captured"]))   # every captured frame: a verdict or uninspected
+
+
+def _frames(n: int) -> list[Frame]:
+    rng = np.random.default_rng(1)
+    out = []
+    for i in range(n):
+        img = rng.integers(80, 120, (200, 200), dtype=np.uint8)
+        if i % 3 == 0:
+            img[40 + i:70 + i, 60:90] = 250
+        out.append(Frame(index=i, image=img, camera="c", capture_ns=time.monotonic_ns(),
+                         capture_wall_ns=time.time_ns()))
+    return out
+
+
+def test_stage_halves_give_the_same_verdicts_as_one_call():
+    frames = _frames(9)
+    serial = InferenceStage(ThresholdBackend(), InferenceConfig(in_flight=1), MergeConfig())
+    paired = InferenceStage(ThresholdBackend(), InferenceConfig(in_flight=2), MergeConfig())
+    want = [serial.process(f) for f in frames]
+    got = []
+    jobs = [paired.begin(frames[0])]
+    for f in frames[1:]:
+        jobs.append(paired.begin(f))        # the model has the next batch before we finish
+        got.append(paired.finish(jobs.pop(0))[0])
+    got.append(paired.finish(jobs.pop(0))[0])
+    assert [v.status for v in got] == [v.status for v in want]
+    for a, b in zip(got, want):
+        assert [(d.cls, d.box, d.area_px) for d in a.defects] == [(d.cls, d.box, d.area_px) for d in b.defects]
+    serial.close()
+    paired.close()
+
+
+def test_stage_refuses_misuse_and_reports_model_errors_at_finish():
+    stage = InferenceStage(_FailsOnCall(2), InferenceConfig(in_flight=2), MergeConfig())
+    f = _frames(3)
+    j0 = stage.begin(f[0])
+    j1 = stage.begin(f[1])
+    with pytest.raises(RuntimeError, match="already in flight"):
+        stage.begin(f[2])
+    with pytest.raises(RuntimeError, match="order"):
+        stage.finish(j1)
+    assert stage.finish(j0)[0].status == "reject"          # frame 0 has the bright square
+    with pytest.raises(RuntimeError, match="device lost"):   # raised where the caller looks
+        stage.finish(j1)
+    assert stage.pending == 0
+    stage.close()
