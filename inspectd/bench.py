@@ -56,6 +56,7 @@ class BenchOptions:
     rate: float = 50.0                  # input rate of the paced pipeline run (0: skip it)
     threads: int = 0                    # backend CPU threads (0: the runtime's default)
     in_flight: int = 2                  # frames with the model at once (inference.in_flight)
+    streams: int = 1                    # OpenVINO streams (inference.streams)
     calib_data: Path | None = None      # NEU-style folder to calibrate int8 on (else the bench frames)
     workdir: Path | None = None         # where the recording (and a random model) go; None: a temp dir
     progress: Progress | None = None
@@ -90,30 +91,72 @@ def _process_ticks(pid: int | str = "self") -> int:
         return 0
 
 
+def _thread_ticks() -> dict[int, int]:
+    """CPU ticks (utime + stime) of each thread of this process, by thread id."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue          # the thread ended meanwhile
+    return out
+
+
 class PhaseMonitor:
     """While the ``with`` block runs: this process's peak resident set (sampled every 20 ms)
     and the CPU that *other* processes used (in cores), so that a figure taken while the
-    machine was busy says so. ``pids``: further processes that count as ours (the subscriber)."""
+    machine was busy says so. ``pids``: further processes that count as ours (the subscriber).
 
-    def __init__(self, interval_s: float = 0.02):
+    ``per_thread``: also the CPU each thread used, by Python thread name (threads the
+    runtimes start themselves, with no Python name, count as "runtime workers"; the
+    ``pids`` as "subscriber process"): where a frame's CPU goes."""
+
+    def __init__(self, interval_s: float = 0.02, per_thread: bool = False):
         self.interval_s = interval_s
+        self.per_thread = per_thread
         self.peak = 0
         self.pids: list[int] = []
         self.other_cores: float | None = None
+        self.cpu_s_by_thread: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._t_first: dict[int, int] = {}
+        self._t_last: dict[int, int] = {}
+        self._t_name: dict[int, str] = {}
 
     def _own(self) -> int:
         return _process_ticks() + sum(_process_ticks(p) for p in self.pids)
 
+    def _sample_threads(self, first: bool = False) -> None:
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        for tid, ticks in _thread_ticks().items():
+            if tid not in self._t_first:
+                self._t_first[tid] = ticks if first else 0     # born during the phase: from 0
+            self._t_last[tid] = ticks
+            if tid in names:
+                self._t_name[tid] = names[tid]
+
     def _run(self) -> None:
+        n = 0
         while not self._stop.wait(self.interval_s):
             self.peak = max(self.peak, _rss_bytes())
+            n += 1
+            if self.per_thread and n % 3 == 0:     # every 60 ms: reading every thread's stat costs
+                self._sample_threads()
 
     def __enter__(self) -> "PhaseMonitor":
         self.peak = _rss_bytes()
         self._t0 = time.monotonic()
         self._busy0, self._own0 = _busy_ticks(), self._own()
+        self._subs0 = sum(_process_ticks(p) for p in self.pids)
+        if self.per_thread:
+            self._sample_threads(first=True)
         self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
         self._thread.start()
         return self
@@ -125,6 +168,16 @@ class PhaseMonitor:
         self.peak = max(self.peak, _rss_bytes())
         busy1, own1 = _busy_ticks(), self._own()
         elapsed = time.monotonic() - self._t0
+        if self.per_thread:
+            self._sample_threads()
+            hz = os.sysconf("SC_CLK_TCK")
+            by: dict[str, float] = {}
+            for tid, last in self._t_last.items():
+                name = self._t_name.get(tid, "runtime workers")
+                by[name] = by.get(name, 0.0) + (last - self._t_first[tid]) / hz
+            if self.pids:
+                by["subscriber process"] = (sum(_process_ticks(p) for p in self.pids) - self._subs0) / hz
+            self.cpu_s_by_thread = {k: round(v, 3) for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v > 0}
         if self._busy0 is not None and busy1 is not None and elapsed > 0:
             hz = os.sysconf("SC_CLK_TCK")
             other = (busy1 - self._busy0) - (own1 - self._own0)
@@ -135,7 +188,10 @@ class PhaseMonitor:
         return round(self.peak / 2**20, 1)
 
     def fields(self) -> dict[str, Any]:
-        return {"peak_rss_mb": self.mb, "other_processes_cpu_cores": self.other_cores}
+        out = {"peak_rss_mb": self.mb, "other_processes_cpu_cores": self.other_cores}
+        if self.per_thread:
+            out["cpu_s_by_thread"] = self.cpu_s_by_thread
+        return out
 
 
 def _stats_ms(values_ns: list[int] | np.ndarray) -> dict[str, float]:
@@ -301,9 +357,10 @@ class BackendFactory:
     """Builds the named backends for one checkpoint (the int8 model is made once, on demand)."""
 
     def __init__(self, checkpoint: Path, threads: int, calib_data: Path | None, frames: list,
-                 progress: Progress):
+                 progress: Progress, streams: int = 1):
         self.checkpoint = checkpoint
         self.threads = threads
+        self.streams = streams
         self.calib_data = calib_data
         self.frames = frames
         self.progress = progress
@@ -364,7 +421,7 @@ class BackendFactory:
             from inspectd.backends.onnx_backend import OnnxRuntimeBackend
             return OnnxRuntimeBackend(self.int8_model(), threads=self.threads)
         from inspectd.backends.openvino_backend import OpenVinoBackend
-        return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads,
+        return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads, streams=self.streams,
                                precision="bf16" if name == "openvino-bf16" else "fp32")
 
 
@@ -407,20 +464,33 @@ def _warm(backend, batch: int, calls: int = 3) -> None:
 
 # -- the three measurements -----------------------------------------------------------------
 def measure_model(backend, batches: list[np.ndarray]) -> dict[str, Any]:
+    """The backend kept busy: one call after another, or, where it runs several calls at once
+    (OpenVINO streams), that many calls in flight from as many threads."""
     call = _backend_call(backend)
     _warm(backend, len(batches[0]))
-    times = []
-    with PhaseMonitor() as mon:
+    workers = max(1, int(getattr(backend, "concurrent_calls", 1)))
+    times: list[int] = []
+
+    def timed(b: np.ndarray) -> None:
+        t = time.perf_counter_ns()
+        call(b)
+        times.append(time.perf_counter_ns() - t)
+
+    with PhaseMonitor(per_thread=True) as mon:
         t_all = time.perf_counter_ns()
-        for b in batches:
-            t = time.perf_counter_ns()
-            call(b)
-            times.append(time.perf_counter_ns() - t)
+        if workers == 1:
+            for b in batches:
+                timed(b)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(timed, batches))
         total = time.perf_counter_ns() - t_all
     n, tiles = len(batches), sum(len(b) for b in batches)
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
             "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
-            **mon.fields(), "call": "infer_labels" if call != backend.infer else "infer"}
+            "concurrent_calls": workers, **mon.fields(),
+            "call": "infer_labels" if call != backend.infer else "infer"}
 
 
 def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
@@ -435,7 +505,7 @@ def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
     # As the pipeline drives it: up to in_flight frames with the model, oldest finished first.
     # The time per frame is the interval between consecutive verdicts.
     times, defects, rejects = [], 0, 0
-    with PhaseMonitor() as mon:
+    with PhaseMonitor(per_thread=True) as mon:
         t_all = last = time.perf_counter_ns()
         for i in range(len(frames) + stage.in_flight - 1):
             if i < len(frames):
@@ -598,7 +668,7 @@ def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames
     try:
         sub = _Subscriber(pipeline.publisher.endpoint)
         sub.read(60)                           # ready: its subscription is live
-        mon = PhaseMonitor()
+        mon = PhaseMonitor(per_thread=True)
         mon.pids.append(sub.pid)               # the subscriber's CPU is part of the measurement
         with mon:
             result = pipeline.run()
@@ -697,13 +767,15 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
 
     if not 1 <= opts.in_flight <= 4:
         raise InspectdError(f"--in-flight {opts.in_flight}: expected 1 to 4 frames")
+    if not 1 <= opts.streams <= opts.in_flight:
+        raise InspectdError(f"--streams {opts.streams}: expected 1 to --in-flight ({opts.in_flight})")
     icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight)
     th, tw = (int(s) for s in mcfg.input_size)
     grid = TileGrid.build(h, w, th, tw, icfg.tile_overlap_px)
     cutter = TileCutter(grid, frames[0].image.shape, mcfg.in_channels, pad=icfg.pad, pad_value=icfg.pad_value)
     batches = [cutter.cut(f.image).copy() for f in frames]
 
-    factory = BackendFactory(checkpoint, opts.threads, opts.calib_data, frames, progress)
+    factory = BackendFactory(checkpoint, opts.threads, opts.calib_data, frames, progress, streams=opts.streams)
     results: dict[str, Any] = {}
     for name in names:
         ok, why = availability(name)
@@ -794,6 +866,7 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
                    "recording": "FFV1 .mkv written with OpenCV"},
         "threads": opts.threads,
         "in_flight": opts.in_flight,
+        "openvino_streams": opts.streams,
         "backends": results,
         "pipeline_backend": chosen,
         "model_reference": reference,
@@ -835,7 +908,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{mach.get('cpu_model', '?')}, {mach.get('logical_cpus')} logical CPUs, load average at start "
         f"{mach.get('load_average')}; {fr['count']} frames of {fr['height']}x{fr['width']} "
         f"({fr['tiles_per_frame']} tile(s) per frame), backend threads: {r['threads'] or 'runtime default'}, "
-        f"frames in flight: {r.get('in_flight', 1)}.",
+        f"frames in flight: {r.get('in_flight', 1)}, OpenVINO streams: {r.get('openvino_streams', 1)}.",
     ]
     if m.get("note"):
         lines += ["", f"**Note:** {m['note']}."]
@@ -897,6 +970,20 @@ def markdown(r: dict[str, Any]) -> str:
         period = 1000 / run["frames_per_s"]
         pm, ps = run["model_ms_in_pipeline"]["mean"], run["stage_ms_in_pipeline"]["mean"]
         lines.append(f"| {label} | {_f(period, 2)} | {_f(pm, 2)} | {_f(ps - pm, 2)} | {_f(period - ps, 2)} |")
+    cpu_rows = [(f"model alone ({chosen})", r["backends"][chosen]), ("inference stage", st),
+                ("full pipeline, unpaced", p)]
+    if any(run.get("cpu_s_by_thread") for _, run in cpu_rows):
+        lines += ["", "CPU per frame, by thread (ms of CPU per frame; 2 cores give 2 ms per ms of wall time; "
+                      "\"runtime workers\" are the threads the backend's runtime starts itself; the model "
+                      "runs on those and, for a synchronous call, on the thread that calls it):", "",
+                  "| run | CPU ms/frame | wall ms/frame | by thread |", "|---|---:|---:|---|"]
+        for label, run in cpu_rows:
+            by, n = run.get("cpu_s_by_thread") or {}, run.get("frames") or 0
+            if not by or not n or not run.get("frames_per_s"):
+                continue
+            parts = ", ".join(f"{k} {1000 * v / n:.2f}" for k, v in by.items())
+            lines.append(f"| {label} | {_f(1000 * sum(by.values()) / n, 2)} | {_f(1000 / run['frames_per_s'], 2)} "
+                         f"| {parts} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---|---|"]
     for t in r["targets"]:
         note = f" ({t['note']})" if t.get("note") else ""

@@ -81,3 +81,41 @@ def test_selected_from_the_config(tmp_path, monkeypatch):
         assert det.shape[0] == 1 and seg.shape[-2:] == (224, 224)
     finally:
         backend.close()
+
+
+def test_streams_run_calls_concurrently_with_the_same_results(setup):
+    """Two streams: two calls at once from two threads, each answer that of its own tiles."""
+    import threading
+
+    _, model, tiles, det_t, _ = setup
+    b = OpenVinoBackend(model, threads=2, streams=2)
+    assert b.concurrent_calls == 2
+    inputs = [tiles[:1], tiles[1:]] * 6
+    out: list = [None] * len(inputs)
+    barrier = threading.Barrier(2)
+
+    def work(k: int) -> None:
+        barrier.wait()
+        for i in range(k, len(inputs), 2):
+            out[i] = b.infer(inputs[i])[0]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, det in enumerate(out):
+        np.testing.assert_allclose(det[0, :, 4:], det_t[i % 2, :, 4:], atol=2e-4, rtol=0)
+    assert len(b._pools) == 1 and b._pools[next(iter(b._pools))].qsize() == 2   # both requests back
+    b.close()
+
+
+def test_streams_config_errors(setup):
+    with pytest.raises(InspectdError, match="inference.streams"):
+        OpenVinoBackend(setup[1], streams=0)
+    from inspectd.configtools import ConfigError
+    for kw, where in (({"backend": "openvino", "streams": 2, "in_flight": 1}, "inference.streams"),
+                      ({"backend": "torch", "streams": 2, "in_flight": 2}, "inference.streams"),
+                      ({"in_flight": 0}, "inference.in_flight")):
+        with pytest.raises(ConfigError, match=where):
+            InferenceConfig(**kw).validate("c.yaml", "inference")

@@ -9,11 +9,20 @@ CPU without it, bf16 is refused rather than emulated slowly.
 The model is compiled for the batch size it is called with (a camera's frames all cut into
 the same number of tiles) and kept; a second batch size compiles a second one. Precision is
 always set explicitly: OpenVINO would otherwise pick bf16 by itself on CPUs with AMX.
+
+Streams: with ``streams=1`` one frame at a time runs on all the threads (lowest latency). With
+``streams=N`` OpenVINO runs N frames at once, each on its share of the cores, without the
+threads of one frame waiting for each other: more frames per second, each one slower
+(BENCHMARKS.md). Up to N calls may then run concurrently from different threads
+(``concurrent_calls``); each takes an infer request of its own from a pool.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import queue
+import threading
 
 import numpy as np
 import openvino as ov
@@ -48,7 +57,9 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, model: OnnxModel, threads: int = 0, precision: str = "fp32"):
+    def __init__(self, model: OnnxModel, threads: int = 0, precision: str = "fp32", streams: int = 1):
+        if streams < 1:
+            raise InspectdError(f"inference.streams: must be at least 1, got {streams}")
         if precision not in PRECISIONS:
             raise InspectdError(f"inference.precision: openvino runs {' or '.join(PRECISIONS)}, got {precision!r}")
         self._core = ov.Core()
@@ -68,38 +79,52 @@ class OpenVinoBackend:
         self.channels = int(cfg.in_channels)
         self.class_names = list(cfg.class_names)
         self.seg_class_names = list(cfg.seg_class_names)
+        self.streams = streams
+        self.concurrent_calls = streams      # calls that may run at once (the inference stage reads it)
         self._props = {
             "INFERENCE_PRECISION_HINT": _HINT[precision],
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+            "NUM_STREAMS": str(streams),
         }
         if threads > 0:
             self._props["INFERENCE_NUM_THREADS"] = str(threads)
-        self._requests: dict[tuple[tuple[str, ...], int], ov.InferRequest] = {}
+        # (outputs, batch) -> a pool of `streams` infer requests on one compiled model
+        self._pools: dict[tuple[tuple[str, ...], int], queue.SimpleQueue] = {}
+        self._compile_lock = threading.Lock()
         self._closed = False
 
-    def _request(self, outputs: tuple[str, ...], batch: int) -> "ov.InferRequest":
+    def _pool(self, outputs: tuple[str, ...], batch: int) -> queue.SimpleQueue:
         key = (outputs, batch)
-        req = self._requests.get(key)
-        if req is None:
-            # A model with only the wanted results: OpenVINO then neither computes nor
-            # copies out what is not asked for (the full probabilities, for infer_labels).
-            m = self._model.clone()
-            wanted = [m.output(name) for name in outputs]
-            sub = ov.Model(wanted, m.get_parameters(), "inspectd")
-            sub.reshape({0: ov.PartialShape([batch, self.channels, *self.input_size])})
-            req = self._core.compile_model(sub, "CPU", self._props).create_infer_request()
-            self._requests[key] = req
-        return req
+        pool = self._pools.get(key)
+        if pool is None:
+            with self._compile_lock:
+                pool = self._pools.get(key)
+                if pool is None:
+                    # A model with only the wanted results: OpenVINO then neither computes nor
+                    # copies out what is not asked for (the full probabilities, for infer_labels).
+                    m = self._model.clone()
+                    wanted = [m.output(name) for name in outputs]
+                    sub = ov.Model(wanted, m.get_parameters(), "inspectd")
+                    sub.reshape({0: ov.PartialShape([batch, self.channels, *self.input_size])})
+                    compiled = self._core.compile_model(sub, "CPU", self._props)
+                    pool = queue.SimpleQueue()
+                    for _ in range(self.streams):
+                        pool.put(compiled.create_infer_request())
+                    self._pools[key] = pool
+        return pool
 
     def _run(self, tiles: np.ndarray, outputs: tuple[str, ...]) -> tuple[np.ndarray, ...]:
         if self._closed:
             raise RuntimeError("OpenVinoBackend.infer after close()")
         check_tiles(tiles, self.channels, self.input_size)
-        req = self._request(outputs, tiles.shape[0])
-        req.infer({0: np.ascontiguousarray(tiles)})
-        # Copies: the request's buffers are overwritten by its next call.
-        return tuple(req.get_output_tensor(i).data.copy() for i in range(len(outputs)))
+        pool = self._pool(outputs, tiles.shape[0])
+        req = pool.get()       # never waits while callers keep to concurrent_calls
+        try:
+            req.infer({0: np.ascontiguousarray(tiles)})
+            # Copies: the request's buffers are overwritten by its next call.
+            return tuple(req.get_output_tensor(i).data.copy() for i in range(len(outputs)))
+        finally:
+            pool.put(req)
 
     def infer(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         det, seg = self._run(tiles, PROB_OUTPUTS)
@@ -116,7 +141,7 @@ class OpenVinoBackend:
 
     def close(self) -> None:
         self._closed = True
-        self._requests.clear()
+        self._pools.clear()
         self._model = None
 
 
@@ -126,4 +151,5 @@ def create(path: str | Path, cfg: "InferenceConfig") -> OpenVinoBackend:
         raise InspectdError("inference.device: the openvino backend runs on the CPU; "
                             "use backend 'torch' for CUDA (or device 'auto' or 'cpu')")
     precision = getattr(cfg, "precision", "fp32")
-    return OpenVinoBackend(prepare(path), threads=cfg.threads, precision=precision)
+    return OpenVinoBackend(prepare(path), threads=cfg.threads, precision=precision,
+                           streams=getattr(cfg, "streams", 1))

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--in-flight", type=int, default=2, metavar="N",
                    help="frames with the model at once in the stage and pipeline runs, as "
                         "inference.in_flight (default: 2; 1 = strictly one frame at a time)")
+    p.add_argument("--streams", type=int, default=1, metavar="N",
+                   help="OpenVINO streams, as inference.streams: frames computed at once, each on its "
+                        "share of the cores (default: 1)")
     p.add_argument("--calib-data", metavar="DIR",
                    help="NEU-style folder (train.txt, images/) to calibrate onnxruntime-int8 on "
                         "(default: a <model>.int8.onnx next to the checkpoint if there is one, else "
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         model=Path(args.model).expanduser() if args.model else None,
         frames=args.frames, frame_size=args.frame_size, backends=backends,
         pipeline_backend=args.pipeline_backend, rate=args.rate, threads=args.threads,
-        in_flight=args.in_flight, calib_data=calib, workdir=Path(args.workdir).expanduser() if args.workdir else None,
+        in_flight=args.in_flight, streams=args.streams, calib_data=calib, workdir=Path(args.workdir).expanduser() if args.workdir else None,
     ))
     sys.stdout.write(markdown(result))
     sys.stdout.flush()

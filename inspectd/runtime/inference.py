@@ -60,6 +60,11 @@ class InferenceConfig:
     threads: int = doc(
         "CPU threads the backend may use for one frame; 0 = the runtime's default (all cores). "
         "On a shared machine, leave cores for acquisition and the bus.", default=0)
+    streams: int = doc(
+        "`openvino` only: frames the model computes at the same time, each on its share of the "
+        "cores (OpenVINO's streams). 1 = one frame at a time on every thread: the lowest latency. "
+        "2 on a 2-core CPU = one frame per core: about 12% more frames per second, each frame "
+        "taking nearly twice as long (BENCHMARKS.md). Needs in_flight >= streams.", default=1)
     in_flight: int = doc(
         "Frames the model is given back to back. With 2 the model starts on the next frame "
         "while the previous one is decoded, merged and published, so it never waits for them "
@@ -104,6 +109,10 @@ class InferenceConfig:
                 fail(where, p + name, f"expected a value between 0 and 1, got {v!r}")
         if not 1 <= self.in_flight <= 4:
             fail(where, p + "in_flight", f"expected 1 to 4 frames, got {self.in_flight}")
+        if not 1 <= self.streams <= self.in_flight:
+            fail(where, p + "streams", f"expected 1 to in_flight ({self.in_flight}), got {self.streams}")
+        if self.streams > 1 and self.backend != "openvino":
+            fail(where, p + "streams", f"only the openvino backend runs streams; {self.backend} takes 1")
         if self.max_det < 1:
             fail(where, p + "max_det", f"must be >= 1, got {self.max_det}")
         if self.fuse_edge_px < 0:
@@ -133,20 +142,22 @@ class Job:
 
 
 class _ModelThread:
-    """Runs the backend's calls one after another on a thread of its own.
+    """Runs the backend's calls on threads of their own ("model"; one per call the backend
+    can run at once, ``concurrent_calls``: OpenVINO streams).
 
     The runtimes release the GIL while the model runs, so the inference thread can decode,
     merge and publish the previous frame meanwhile. A Future per call carries the outputs or
-    the exception back. Calls are served in order; the queue holds at most ``in_flight``.
+    the exception back. Calls are started in order; the queue holds at most ``in_flight``.
     """
 
-    def __init__(self, call):
+    def __init__(self, call, workers: int = 1):
         self._call = call
         self._jobs: deque[tuple[Future, object]] = deque()
         self._cv = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="model", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, name="model", daemon=True) for _ in range(workers)]
+        for t in self._threads:
+            t.start()
 
     def submit(self, tiles) -> Future:
         fut: Future = Future()
@@ -175,8 +186,9 @@ class _ModelThread:
     def close(self) -> None:
         with self._cv:
             self._closed = True
-            self._cv.notify()
-        self._thread.join(timeout=10)
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=10)
 
 
 class InferenceStage:
@@ -208,7 +220,8 @@ class InferenceStage:
         self._infer_labels = getattr(backend, "infer_labels", None)
         self.in_flight = int(getattr(cfg, "in_flight", 1))
         call = self._infer_labels if self._infer_labels is not None else backend.infer
-        self._model = _ModelThread(call) if self.in_flight > 1 else None
+        workers = max(1, min(self.in_flight, int(getattr(backend, "concurrent_calls", 1))))
+        self._model = _ModelThread(call, workers) if self.in_flight > 1 else None
         self._call = call
         self._jobs: deque[Job] = deque()
         self._turn = 0
