@@ -23,7 +23,14 @@ T = TypeVar("T")
 
 
 class ConfigError(InspectdError):
-    pass
+    """The config itself is wrong (unreadable, unknown key, bad value).
+
+    Exit status 78 (EX_CONFIG, as systemd names it): restarting cannot fix it, so the unit's
+    ``RestartPreventExitStatus=78`` stops the restart loop while other failures (a camera not
+    found yet, a missing model file while a deployment copies it) are retried.
+    """
+
+    exit_code = 78
 
 
 def fail(where: str, key: str, message: str) -> typing.NoReturn:

@@ -126,7 +126,7 @@ def test_check_config_exit_codes(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ring: {slots: 0}\n")
     r = _check(bad)
-    assert r.returncode == 2 and r.stdout == ""
+    assert r.returncode == 78 and r.stdout == ""       # EX_CONFIG: the unit does not restart on it
     assert r.stderr.strip() == f"inspectd: {bad}: ring.slots: must be at least 1, got 0"
     # A good config whose files exist (a tiny untrained checkpoint stands for a model).
     model = tiny_checkpoint(tmp_path / "m.safetensors")
@@ -143,7 +143,7 @@ def test_check_config_exit_codes(tmp_path):
         good.write_text(text)
         r = _check(good)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert _check(tmp_path / "nope.yaml").returncode == 2
+    assert _check(tmp_path / "nope.yaml").returncode == 78
     h = subprocess.run([*INSPECTD, "check-config", "--help"], capture_output=True, text=True, timeout=60)
     assert h.returncode == 0 and "No camera is opened" in " ".join(h.stdout.split())
 

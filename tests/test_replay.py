@@ -200,8 +200,8 @@ def test_replay_speaks_sd_notify(tmp_path, model):
     assert kinds[0] == "READY" and kinds[-1] == "STOPPING" and kinds.count("READY") == 1
 
 
-def _one_error_line(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stderr)
+def _one_error_line(r: subprocess.CompletedProcess, *needles: str, code: int = 2) -> None:
+    assert r.returncode == code, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("inspectd: "), r.stderr
     assert "Traceback" not in r.stderr
@@ -228,7 +228,8 @@ def test_errors_are_one_line(tmp_path, model):
     _one_error_line(_replay(video, "--model", other), "other.safetensors", "rust, dent")
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("ring: {slots: -3}\n")
-    _one_error_line(_replay(video, "--model", model, "--config", bad_cfg), str(bad_cfg), "ring.slots")
+    _one_error_line(_replay(video, "--model", model, "--config", bad_cfg), str(bad_cfg), "ring.slots",
+                    code=78)                  # EX_CONFIG: an invalid config file
     _one_error_line(_replay(video, "--model", model, "--annotate", tmp_path / "x.gif"), "x.gif")
 
 

@@ -35,6 +35,9 @@ def test_unit_has_what_the_service_relies_on(name):
     assert one["Service.Type"] == "notify" and one["Service.NotifyAccess"] == "main"
     assert one["Service.WatchdogSec"] == "10" and one["Service.Restart"] == "on-failure"
     assert one["Service.KillSignal"] == "SIGTERM"
+    # An invalid config exits with ConfigError's status, which must stop the restart loop.
+    from inspectd.configtools import ConfigError
+    assert one["Service.RestartPreventExitStatus"] == str(ConfigError.exit_code) == "78"
     assert one["Service.DynamicUser"] == "yes" and one["Service.NoNewPrivileges"] == "yes"
     assert one["Service.CapabilityBoundingSet"] == ""
     assert one["Service.ProtectSystem"] == "strict"
