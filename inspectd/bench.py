@@ -955,21 +955,30 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {label} | {run['frames']} of {run['frames_requested']} | {run['uninspected']} | "
                      f"{_f(a['p50'], 2)} / {_f(a['p99'], 2)} / {_f(a['max'], 2)} | {_f(b['p50'], 2)} / "
                      f"{_f(b['p99'], 2)} | {run['max_queued']} | {_f(run.get('other_processes_cpu_cores'), 2)} |")
-    lines += ["", "Where a frame's time goes (means, ms): the model call, the rest of the inference stage "
-                  "(tiling, decoding and NMS, fusion, stitching, merge), and the rest of the frame period "
-                  "(ring buffer, hand-over to the publisher, waiting):", "",
-              "| run | frame period | model call | stage without model | rest of period |",
-              "|---|---:|---:|---:|---:|"]
-    b = ref["mean_ms_per_frame"]
-    lines.append(f"| model alone ({chosen}) | {_f(b, 2)} | {_f(b, 2)} | | |")
-    sm, ss = st["model_ms_in_stage"]["mean"], s["mean"]
-    lines.append(f"| inference stage | {_f(ss, 2)} | {_f(sm, 2)} | {_f(ss - sm, 2)} | |")
-    for label, run in (("full pipeline, unpaced", p), ("full pipeline, paced", r["paced"])):
-        if not run or not run["frames_per_s"]:
-            continue
-        period = 1000 / run["frames_per_s"]
-        pm, ps = run["model_ms_in_pipeline"]["mean"], run["stage_ms_in_pipeline"]["mean"]
-        lines.append(f"| {label} | {_f(period, 2)} | {_f(pm, 2)} | {_f(ps - pm, 2)} | {_f(period - ps, 2)} |")
+    if r.get("in_flight", 1) == 1:
+        lines += ["", "Where a frame's time goes (means, ms): the model call, the rest of the inference stage "
+                      "(tiling, decoding and NMS, fusion, stitching, merge), and the rest of the frame period "
+                      "(ring buffer, hand-over to the publisher, waiting):", "",
+                  "| run | frame period | model call | stage without model | rest of period |",
+                  "|---|---:|---:|---:|---:|"]
+        b = ref["mean_ms_per_frame"]
+        lines.append(f"| model alone ({chosen}) | {_f(b, 2)} | {_f(b, 2)} | | |")
+        sm, ss = st["model_ms_in_stage"]["mean"], s["mean"]
+        lines.append(f"| inference stage | {_f(ss, 2)} | {_f(sm, 2)} | {_f(ss - sm, 2)} | |")
+        for label, run in (("full pipeline, unpaced", p), ("full pipeline, paced", r["paced"])):
+            if not run or not run["frames_per_s"]:
+                continue
+            period = 1000 / run["frames_per_s"]
+            pm, ps = run["model_ms_in_pipeline"]["mean"], run["stage_ms_in_pipeline"]["mean"]
+            lines.append(f"| {label} | {_f(period, 2)} | {_f(pm, 2)} | {_f(ps - pm, 2)} | {_f(period - ps, 2)} |")
+    else:
+        # With frames in flight the model call and the post-processing overlap, so wall-clock
+        # spans no longer add up; the CPU each thread used does.
+        lines += ["", f"Model call (means, ms): alone {_f(ref['mean_ms_per_frame'], 2)}, in the stage "
+                      f"{_f(st['model_ms_in_stage']['mean'], 2)}, in the unpaced pipeline "
+                      f"{_f(p['model_ms_in_pipeline']['mean'], 2)}. With {r['in_flight']} frames in flight "
+                      "the post-processing overlaps the model, so the time per frame is split by CPU "
+                      "below rather than by wall clock."]
     cpu_rows = [(f"model alone ({chosen})", r["backends"][chosen]), ("inference stage", st),
                 ("full pipeline, unpaced", p)]
     if any(run.get("cpu_s_by_thread") for _, run in cpu_rows):
