@@ -8,8 +8,8 @@ Two halves, so that the model never waits for the post-processing: ``begin(frame
 the tiles and hands them to the model thread; ``finish(job)`` waits for the model's outputs
 and decodes, stitches and merges them. With ``inference.in_flight: 2`` the caller begins
 frame *i + 1* before it finishes frame *i*, and the model runs on *i + 1* while *i* is
-post-processed (BENCHMARKS.md: on 2 cores this is what lets the pipeline keep pace with
-the model alone). ``process(frame)`` is both halves at once.
+post-processed: where the model leaves a core free (or runs on a GPU) the pipeline then keeps
+the model's own rate (BENCHMARKS.md). ``process(frame)`` is both halves at once.
 
 The stage knows nothing about the backend beyond ``inspectd.backends.base.Backend``.
 It keeps per-frame-size state (tile grid, batches, stitched maps) and reuses it while the
@@ -63,12 +63,14 @@ class InferenceConfig:
     streams: int = doc(
         "`openvino` only: frames the model computes at the same time, each on its share of the "
         "cores (OpenVINO's streams). 1 = one frame at a time on every thread: the lowest latency. "
-        "2 on a 2-core CPU = one frame per core: about 12% more frames per second, each frame "
-        "taking nearly twice as long (BENCHMARKS.md). Needs in_flight >= streams.", default=1)
+        "2 on a 2-core CPU = one frame per core: more frames per second (BENCHMARKS.md: 100-111 "
+        "against 86-98 end to end), each frame taking nearly twice as long. Needs "
+        "in_flight >= streams.", default=1)
     in_flight: int = doc(
         "Frames the model is given back to back. With 2 the model starts on the next frame "
-        "while the previous one is decoded, merged and published, so it never waits for them "
-        "(the pipeline then runs at the model's own rate; BENCHMARKS.md). A frame is never held "
+        "while the previous one is decoded, merged and published, so it does not wait for them "
+        "(where the model leaves a core free, the pipeline then keeps the model's own rate; "
+        "BENCHMARKS.md). A frame is never held "
         "back to wait for the next one: with an empty ring buffer each frame is finished at once, "
         "so latency does not grow. 1 = strictly one frame at a time. The ring buffer should have "
         "at least in_flight + 2 slots.", default=2)
