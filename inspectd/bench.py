@@ -113,9 +113,9 @@ class PhaseMonitor:
     and the CPU that *other* processes used (in cores), so that a figure taken while the
     machine was busy says so. ``pids``: further processes that count as ours (the subscriber).
 
-    ``per_thread``: also the CPU each thread used, by Python thread name (threads the
-    runtimes start themselves, with no Python name, count as "runtime workers"; the
-    ``pids`` as "subscriber process"): where a frame's CPU goes."""
+    ``per_thread``: also the CPU each thread used, by Python thread name (threads with no
+    Python name count as "runtime workers": the runtime's pool, and also ZeroMQ's I/O thread
+    and decoder threads; the ``pids`` as "subscriber process"): where a frame's CPU goes."""
 
     def __init__(self, interval_s: float = 0.02, per_thread: bool = False):
         self.interval_s = interval_s
@@ -155,6 +155,7 @@ class PhaseMonitor:
         self._t0 = time.monotonic()
         self._busy0, self._own0 = _busy_ticks(), self._own()
         self._subs0 = sum(_process_ticks(p) for p in self.pids)
+        self._self0 = _process_ticks()
         if self.per_thread:
             self._sample_threads(first=True)
         self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
@@ -175,6 +176,11 @@ class PhaseMonitor:
             for tid, last in self._t_last.items():
                 name = self._t_name.get(tid, "runtime workers")
                 by[name] = by.get(name, 0.0) + (last - self._t_first[tid]) / hz
+            # Threads that ended after their last sample (or lived between two) are in the
+            # process's total only.
+            rest = (_process_ticks() - self._self0) / hz - sum(by.values())
+            if rest > 0:
+                by["threads ended between samples"] = rest
             if self.pids:
                 by["subscriber process"] = (sum(_process_ticks(p) for p in self.pids) - self._subs0) / hz
             self.cpu_s_by_thread = {k: round(v, 3) for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v > 0}
@@ -505,20 +511,22 @@ def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
     # As the pipeline drives it: up to in_flight frames with the model, oldest finished first.
     # The time per frame is the interval between consecutive verdicts.
     times, defects, rejects = [], 0, 0
-    with PhaseMonitor(per_thread=True) as mon:
-        t_all = last = time.perf_counter_ns()
-        for i in range(len(frames) + stage.in_flight - 1):
-            if i < len(frames):
-                stage.begin(frames[i])
-            if stage.pending >= stage.in_flight or i >= len(frames):
-                v = stage.finish(stage.oldest)[0]
-                now = time.perf_counter_ns()
-                times.append(now - last)
-                last = now
-                defects += len(v.defects)
-                rejects += v.status == "reject"
-        total = time.perf_counter_ns() - t_all
-    stage.close_model()
+    try:
+        with PhaseMonitor(per_thread=True) as mon:
+            t_all = last = time.perf_counter_ns()
+            for i in range(len(frames) + stage.in_flight - 1):
+                if i < len(frames):
+                    stage.begin(frames[i])
+                if stage.pending >= stage.in_flight or i >= len(frames):
+                    v = stage.finish(stage.oldest)[0]
+                    now = time.perf_counter_ns()
+                    times.append(now - last)
+                    last = now
+                    defects += len(v.defects)
+                    rejects += v.status == "reject"
+            total = time.perf_counter_ns() - t_all
+    finally:
+        stage.close_model()
     n = len(frames)
     tiles = n * stage._state.grid.n if stage._state is not None else 0
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
@@ -769,6 +777,9 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
         raise InspectdError(f"--in-flight {opts.in_flight}: expected 1 to 4 frames")
     if not 1 <= opts.streams <= opts.in_flight:
         raise InspectdError(f"--streams {opts.streams}: expected 1 to --in-flight ({opts.in_flight})")
+    if opts.streams > 1 and not any(n.startswith("openvino") for n in names):
+        raise InspectdError(f"--streams {opts.streams}: only the openvino backends run streams; "
+                            f"none of {', '.join(names)} is one")
     icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight)
     th, tw = (int(s) for s in mcfg.input_size)
     grid = TileGrid.build(h, w, th, tw, icfg.tile_overlap_px)
@@ -937,6 +948,10 @@ def markdown(r: dict[str, Any]) -> str:
     lines.append(f"| full pipeline, unpaced | {chosen} | | {_f(p['frames_per_s'])} | {_f(p['tiles_per_s'])} | "
                  f"{_f(1000 / p['frames_per_s'] if p['frames_per_s'] else None, 2)} | | | "
                  f"{_f(p['ratio_to_model'], 3)} | {_f(p['peak_rss_mb'], 0)} | {_f(p.get('other_processes_cpu_cores'), 2)} |")
+    conc = {k: b["concurrent_calls"] for k, b in r["backends"].items() if (b.get("concurrent_calls") or 1) > 1}
+    if conc:
+        lines += ["", "Model alone " + ", ".join(f"{k}: {v} calls at once" for k, v in conc.items()) +
+                  "; its ms columns are per call (one frame each), its frame period is 1000 / frames/s."]
     ref = r["model_reference"]
     lines += ["", f"vs model: against the model alone on {chosen}, measured before the stage and pipeline "
                   f"runs ({_f(ref['frames_per_s_before'])} frames/s) and again after them "

@@ -167,3 +167,49 @@ def test_stage_refuses_misuse_and_reports_model_errors_at_finish():
         stage.finish(j1)
     assert stage.pending == 0
     stage.close()
+
+
+class ReusedBuffersBackend(ThresholdBackend):
+    """Returns views of output buffers it rotates through, as the CUDA backend does with its
+    pinned host buffers: an output is overwritten ``output_generations`` calls later."""
+
+    def __init__(self, generations: int, hold_s: float = 0.01):
+        super().__init__()
+        self.output_generations = generations
+        self.hold_s = hold_s
+        self._bufs: list = [None] * generations
+        self._turn = 0
+
+    def infer(self, tiles):
+        # Write the outputs first, then take the call's time: the model thread starts the
+        # next frame's call the moment this one returns, so with one buffer set the next
+        # frame's outputs land while the stage is still reading these.
+        det, seg = super().infer(tiles)
+        k = self._turn % self.output_generations
+        self._turn += 1
+        if self._bufs[k] is None or self._bufs[k][0].shape != det.shape:
+            self._bufs[k] = (np.empty_like(det), np.empty_like(seg))
+        self._bufs[k][0][...] = det
+        self._bufs[k][1][...] = seg
+        time.sleep(self.hold_s)
+        return self._bufs[k]
+
+
+@pytest.mark.parametrize("generations", [1, 2])
+def test_outputs_in_reused_buffers_are_not_overwritten_by_the_next_frame(generations):
+    # Frames alternate defect / clean. With one buffer set and two frames in flight the model
+    # would write frame i + 1's outputs over frame i's while frame i is read; the stage copies.
+    frames = _frames(8)
+    want = [InferenceStage(ThresholdBackend(), InferenceConfig(in_flight=1), MergeConfig()).process(f).status
+            for f in frames]
+    assert "ok" in want and "reject" in want
+    backend = ReusedBuffersBackend(generations)
+    stage = InferenceStage(backend, InferenceConfig(in_flight=2), MergeConfig())
+    got = []
+    stage.begin(frames[0])
+    for f in frames[1:]:
+        stage.begin(f)
+        got.append(stage.finish(stage.oldest)[0].status)
+    got.append(stage.finish(stage.oldest)[0].status)
+    stage.close()
+    assert got == want

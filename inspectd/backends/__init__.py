@@ -37,7 +37,8 @@ def create_backend(cfg: "InferenceConfig") -> "Backend":
     path = model_path(cfg)
     if cfg.backend == "torch":
         from inspectd.backends.torch_backend import TorchBackend
-        return TorchBackend(path, device=cfg.device, half=cfg.half, threads=cfg.threads)
+        return TorchBackend(path, device=cfg.device, half=cfg.half, threads=cfg.threads,
+                            output_sets=getattr(cfg, "in_flight", 1))
     if cfg.backend == "onnxruntime":
         try:
             mod = importlib.import_module("inspectd.backends.onnx_backend")

@@ -29,5 +29,12 @@ class Backend(Protocol):
     # Optional: ``infer_labels(tiles) -> (det, labels uint8 [N, H, W], conf float32 [N, H, W])``,
     # the segmentation arg-max done by the backend (on a GPU it copies back 8x less data). The
     # inference stage uses it when present.
+    #
+    # Optional: ``output_generations: int | None``: a backend that returns views of buffers it
+    # reuses says for how many calls an output stays valid (None or absent: fresh arrays every
+    # call). The inference stage copies outputs when that is fewer than its frames in flight.
+    #
+    # Optional: ``concurrent_calls: int``: how many calls may run at once from different
+    # threads (OpenVINO streams); 1 if absent.
 
     def close(self) -> None: ...

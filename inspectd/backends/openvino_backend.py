@@ -118,7 +118,10 @@ class OpenVinoBackend:
             raise RuntimeError("OpenVinoBackend.infer after close()")
         check_tiles(tiles, self.channels, self.input_size)
         pool = self._pool(outputs, tiles.shape[0])
-        req = pool.get()       # never waits while callers keep to concurrent_calls
+        try:
+            req = pool.get(timeout=60)     # never waits while callers keep to concurrent_calls
+        except queue.Empty:
+            raise RuntimeError(f"OpenVinoBackend: more than {self.streams} concurrent calls") from None
         try:
             req.infer({0: np.ascontiguousarray(tiles)})
             # Copies: the request's buffers are overwritten by its next call.

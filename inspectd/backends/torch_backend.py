@@ -12,7 +12,9 @@ CUDA path, built for a steady stream of same-sized batches:
   stream synchronisation ends the call.
 
 The arrays ``infer`` and ``infer_labels`` return on CUDA are views of those reused pinned
-buffers: they are valid until the next call (the inference stage consumes them before that).
+buffers. The backend rotates through ``output_sets`` sets of them (``output_generations``), so
+an output stays valid for that many calls: the inference stage asks for one set per frame in
+flight, because the model computes the next frame while the stage still reads this one.
 """
 from __future__ import annotations
 
@@ -46,21 +48,23 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, checkpoint_path: str | Path, device: str = "cpu", half: bool = False, threads: int = 0):
+    def __init__(self, checkpoint_path: str | Path, device: str = "cpu", half: bool = False, threads: int = 0,
+                 output_sets: int = 1):
         from inspectd.model.checkpoint import load_checkpoint
         dev = resolve_device(device)   # before the (slower) load: a bad device fails fast
         model, cfg = load_checkpoint(checkpoint_path)
-        self._setup(model, cfg, dev, half, threads)
+        self._setup(model, cfg, dev, half, threads, output_sets)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, cfg, device: str = "cpu", half: bool = False,
-                   threads: int = 0) -> "TorchBackend":
+                   threads: int = 0, output_sets: int = 1) -> "TorchBackend":
         """A backend around an in-memory ``MultiTaskNet`` (benchmarks, evaluation, tests)."""
         self = cls.__new__(cls)
-        self._setup(model, cfg, resolve_device(device), half, threads)
+        self._setup(model, cfg, resolve_device(device), half, threads, output_sets)
         return self
 
-    def _setup(self, model: torch.nn.Module, cfg, device: torch.device, half: bool, threads: int) -> None:
+    def _setup(self, model: torch.nn.Module, cfg, device: torch.device, half: bool, threads: int,
+               output_sets: int = 1) -> None:
         from inspectd.model.inference_graph import InferenceGraph
         if threads > 0:
             # Process-wide in PyTorch: the inference thread is the only heavy torch user.
@@ -85,7 +89,11 @@ class TorchBackend:
         self.graph = graph
         self._in_host: torch.Tensor | None = None
         self._in_dev: torch.Tensor | None = None
-        self._host_out: dict[str, list[torch.Tensor]] = {}
+        # CUDA outputs live in reused pinned buffers: how many calls one stays valid for (the
+        # inference stage copies them if fewer than its frames in flight). CPU outputs are fresh.
+        self.output_generations = max(1, int(output_sets)) if self.cuda else None
+        self._host_out: dict[tuple[str, int], list[torch.Tensor]] = {}
+        self._out_turn = 0
         self._closed = False
 
     def _check(self, tiles: np.ndarray) -> None:
@@ -122,11 +130,14 @@ class TorchBackend:
         return self._infer_cuda(tiles, reduce_seg=True)
 
     def _outputs(self, name: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Pinned host buffers matching ``tensors`` (reused while their shapes stay)."""
-        bufs = self._host_out.get(name)
+        """Pinned host buffers matching ``tensors``: the next of ``output_generations`` sets
+        (each reused while its shapes stay)."""
+        key = (name, self._out_turn % self.output_generations)
+        self._out_turn += 1
+        bufs = self._host_out.get(key)
         if bufs is None or any(b.shape != t.shape or b.dtype != t.dtype for b, t in zip(bufs, tensors)):
             bufs = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-            self._host_out[name] = bufs
+            self._host_out[key] = bufs
         return bufs
 
     def _infer_cuda(self, tiles: np.ndarray, reduce_seg: bool = False) -> tuple[np.ndarray, ...]:

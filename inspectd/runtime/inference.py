@@ -185,12 +185,19 @@ class _ModelThread:
             except BaseException as exc:  # noqa: BLE001 - re-raised by finish() on the inference thread
                 fut.set_exception(exc)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> bool:
+        """Cancel the calls not started, wait for the running ones; False if one is still
+        running after ``timeout_s`` (a hung runtime: its thread is a daemon)."""
         with self._cv:
             self._closed = True
+            for fut, _ in self._jobs:
+                fut.cancel()
+            self._jobs.clear()
             self._cv.notify_all()
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout=10)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
 
 class InferenceStage:
@@ -222,6 +229,13 @@ class InferenceStage:
         self._infer_labels = getattr(backend, "infer_labels", None)
         self.in_flight = int(getattr(cfg, "in_flight", 1))
         call = self._infer_labels if self._infer_labels is not None else backend.infer
+        generations = getattr(backend, "output_generations", None)
+        if self.in_flight > 1 and generations is not None and generations < self.in_flight:
+            # The backend would overwrite a frame's outputs with the next frame's while this
+            # frame is still being read: take copies on the model thread.
+            raw = call
+            def call(tiles, _raw=raw):  # noqa: E306
+                return tuple(np.array(a, copy=True) for a in _raw(tiles))
         workers = max(1, min(self.in_flight, int(getattr(backend, "concurrent_calls", 1))))
         self._model = _ModelThread(call, workers) if self.in_flight > 1 else None
         self._call = call
@@ -334,8 +348,8 @@ class InferenceStage:
 
     def close_model(self) -> None:
         """Stop the model thread; the backend stays open (it belongs to the caller)."""
-        if self._model is not None:
-            self._model.close()
+        if self._model is not None and not self._model.close():
+            raise InspectdError("inference: the model call did not return within 10 s of stopping")
 
     def close(self) -> None:
         self.close_model()

@@ -172,6 +172,9 @@ class Pipeline:
 
     def _close_all(self) -> None:
         """Undo a half-built pipeline (a constructor that failed)."""
+        stage = getattr(self, "stage", None)
+        if stage is not None:
+            self._close_quietly(stage, "close_model")
         if self.publisher is not None:
             self.publisher.close(0.5)
         if self.annotator is not None:
@@ -236,6 +239,10 @@ class Pipeline:
             self.stage.begin(frame)
         except BaseException:
             self._drop_reason = "error"
+            # Inspection stops: the older frames still with the model are reported first, so
+            # that uninspected reports stay in frame order.
+            for older in self.stage.abandon():
+                self.ring.release(older, inspected=False)
             self.ring.release(frame, inspected=False)
             raise
 
