@@ -117,3 +117,18 @@ def test_stage_on_cuda_matches_cpu(model_cfg, no_tf32):
     (v_cpu, lab_cpu), (v_gpu, lab_gpu) = out["cpu"], out["cuda"]
     assert (lab_cpu == lab_gpu).mean() >= 0.995
     assert abs(len(v_cpu.defects) - len(v_gpu.defects)) <= max(2, len(v_cpu.defects) // 10)
+
+
+def test_output_sets_rotate_so_an_output_survives_the_next_call(model_cfg, tiles):
+    """With frames in flight the stage reads frame i's outputs while the model runs frame
+    i + 1: with two output sets, the second call must not overwrite the first call's arrays."""
+    model, cfg = model_cfg
+    b = TorchBackend.from_model(copy.deepcopy(model), cfg, device="cuda", output_sets=2)
+    assert b.output_generations == 2
+    first = b.infer(tiles[:1])
+    keep = [a.copy() for a in first]
+    b.infer(tiles[1:2])                          # another frame: other pixels, other outputs
+    for a, k in zip(first, keep):
+        np.testing.assert_array_equal(a, k)
+    third = b.infer(tiles[2:3])
+    assert np.shares_memory(third[0], first[0])  # the third call reuses the first set
