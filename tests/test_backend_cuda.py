@@ -78,7 +78,7 @@ def test_cuda_path_uses_own_stream_and_pinned_reused_buffers(model_cfg, tiles, c
     assert b._stream != torch.cuda.default_stream(b.device)
     det1, _ = b.infer(tiles)
     host_in = b._in_host
-    assert host_in.is_pinned() and all(t.is_pinned() for t in b._host_out["probs"])
+    assert host_in.is_pinned() and all(t.is_pinned() for t in b._host_out[("probs", 0)])
     first = det1.copy()
     det2, _ = b.infer(tiles)
     assert b._in_host is host_in                         # reused for the same batch shape
