@@ -96,7 +96,7 @@ def test_labels_reduced_on_the_device_match_cpu(model_cfg, tiles, cpu_out, no_tf
     det, labels, conf = b.infer_labels(tiles)
     ref_det, ref_seg = cpu_out
     assert labels.dtype == np.uint8 and conf.dtype == np.float32 and labels.shape == (3, 224, 224)
-    assert all(t.is_pinned() for t in b._host_out["labels"])
+    assert all(t.is_pinned() for t in b._host_out[("labels", 0)])
     np.testing.assert_allclose(det[..., 4:], ref_det[..., 4:], atol=3e-2 if half else 5e-3)
     assert (labels == ref_seg.argmax(1)).mean() >= (0.98 if half else 0.995)
     np.testing.assert_allclose(conf, ref_seg.max(1), atol=3e-2 if half else 5e-3)
