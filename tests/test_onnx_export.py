@@ -52,3 +52,28 @@ def test_onnxruntime_equals_pytorch(exported, batch):
     np.testing.assert_allclose(seg_o, seg_t, atol=PROB_ATOL, rtol=0)
     # The lively model is not a constant: the comparison is not between two flat outputs.
     assert det_t[..., 4].std() > 1e-3 and seg_t.argmax(1).min() != seg_t.argmax(1).max()
+
+
+def test_export_command_writes_a_model_the_runtime_backends_load(tmp_path, capsys):
+    """`inspectd export` -> a file that works as inference.model: config and class names in the
+    metadata, the label outputs the backends ask for, the same numbers as PyTorch."""
+    from inspectd.backends import create_backend
+    from inspectd.backends.torch_backend import TorchBackend
+    from inspectd.cli import main
+    from inspectd.model.checkpoint import save_checkpoint
+    from inspectd.runtime.inference import InferenceConfig
+
+    model, cfg = lively_model()
+    ckpt = save_checkpoint(model, tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(ckpt), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    backend = create_backend(InferenceConfig(model=out, backend="onnxruntime", device="cpu"))
+    assert backend.class_names == list(cfg.class_names)
+    tiles = np.random.default_rng(2).integers(0, 256, (2, 1, 224, 224), dtype=np.uint8)
+    det, labels, conf = backend.infer_labels(tiles)
+    det_t, seg_t = TorchBackend(ckpt, threads=1).infer(tiles)
+    np.testing.assert_allclose(det[..., 4:], det_t[..., 4:], atol=PROB_ATOL, rtol=0)
+    assert (labels == seg_t.argmax(1)).mean() >= 0.999
+    assert main(["export", "--model", str(ckpt), "--out", str(tmp_path / "no" / "m.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
