@@ -2,10 +2,10 @@
 decoded, merged and published, without changing any verdict and without holding a frame back
 to wait for its successor.
 
-What is checked is the order of events, not their speed: each model call records how many
-verdicts the pipeline had counted when it started. Strictly serial inspection starts the call
-for frame k after verdict k - 1; overlapped inspection starts it while frame k - 1 is still
-being finished. Speed itself is measured by ``inspectd bench`` (BENCHMARKS.md).
+What is checked is the order of events, not their speed: how many verdicts the pipeline had
+counted when each frame was handed to the model. Strictly serial inspection hands frame k over
+after verdict k - 1; overlapped inspection hands it over while frame k - 1 is still being
+finished. Speed itself is measured by ``inspectd bench`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -27,32 +27,50 @@ from stand_ins import ThresholdBackend, write_video
 class RecordingBackend(ThresholdBackend):
     """Records, at the start of each call, the verdicts the pipeline had counted."""
 
-    def __init__(self, **kw):
+    def __init__(self, wait_for_frames: int = 0, **kw):
         super().__init__(**kw)
         self.pipeline: Pipeline | None = None
         self.counted_at_start: list[int] = []
         self.threads: set[str] = set()
+        self.wait_for_frames = wait_for_frames
 
     def infer(self, tiles):
+        if not self.counted_at_start and self.wait_for_frames:
+            # Let the whole recording reach the ring first: every later frame then has its
+            # successor queued, on however loaded a machine.
+            deadline = time.monotonic() + 30
+            while self.pipeline.ring.counters().captured < self.wait_for_frames and time.monotonic() < deadline:
+                time.sleep(0.005)
         self.counted_at_start.append(self.pipeline.tally.verdicts)
         self.threads.add(threading.current_thread().name)
         return super().infer(tiles)
 
 
-def _run(tmp_path, in_flight: int, *, fps: float | None = None, delay_s: float = 0.01, frames: int = 40):
+def _run(tmp_path, in_flight: int, *, fps: float | None = None, delay_s: float = 0.01, frames: int = 40,
+         backlog: bool = False):
     video = tmp_path / "r.avi"
     truth = write_video(video, frames, fps=fps or 25.0, defect_every=5)
     cfg = default_config()
     cfg.source.path = str(video)
     cfg.ring.policy = OverflowPolicy.block
-    cfg.ring.slots = 6
+    cfg.ring.slots = frames + 2 if backlog else 6
     cfg.inference.in_flight = in_flight
     cfg.bus.heartbeat_interval_s = 0.2
-    backend = RecordingBackend(delay_s=delay_s)
+    backend = RecordingBackend(delay_s=delay_s, wait_for_frames=frames if backlog else 0)
     verdicts: list[dict] = []
     pipe = Pipeline(cfg, backend=backend, realtime=fps is not None, handle_signals=False,
                     tap=lambda topic, m: verdicts.append(m) if m["kind"] == "verdict" else None)
     backend.pipeline = pipe
+    # A spy on the stage: how many verdicts were counted when each frame was handed to the model.
+    counted_at_begin: list[int] = []
+    real_begin = pipe.stage.begin
+
+    def begin(frame):
+        counted_at_begin.append(pipe.tally.verdicts)
+        return real_begin(frame)
+
+    pipe.stage.begin = begin
+    backend.counted_at_begin = counted_at_begin
     result = pipe.run()
     assert result.exit_code == 0, result.error
     return backend, verdicts, truth, result.counters
@@ -61,18 +79,20 @@ def _run(tmp_path, in_flight: int, *, fps: float | None = None, delay_s: float =
 def test_serial_inspection_starts_each_frame_after_the_previous_verdict(tmp_path):
     backend, verdicts, truth, c = _run(tmp_path, in_flight=1)
     assert backend.counted_at_start == list(range(40))
+    assert backend.counted_at_begin == list(range(40))
     assert backend.threads == {"inference"}          # no model thread at all
     assert [v["frame"] for v in verdicts] == list(range(40))
 
 
 def test_model_works_on_the_next_frame_while_the_previous_is_finished(tmp_path):
-    # The model is the slow part (10 ms a call), so the ring always holds the next frame.
-    backend, verdicts, truth, c = _run(tmp_path, in_flight=2)
+    # The whole recording is queued before the first call, so the next frame is always there:
+    # frame k must be handed to the model before verdict k - 1 is counted (the model then never
+    # waits for the post-processing), and never more than 2 frames are with it.
+    backend, verdicts, truth, c = _run(tmp_path, in_flight=2, backlog=True)
+    # (Frame 1 may not be queued yet when frame 0 is begun: the backlog is built during call 0.)
+    assert backend.counted_at_begin[2:] == list(range(1, 39)), backend.counted_at_begin
     starts = backend.counted_at_start
-    assert len(starts) == 40
-    overlapped = sum(starts[k] == k - 1 for k in range(1, 40))
-    assert overlapped >= 35, starts                   # frame k began before verdict k - 1
-    assert all(k - 1 <= starts[k] <= k for k in range(1, 40)), starts   # never more than 2 in flight
+    assert len(starts) == 40 and all(k - 1 <= starts[k] <= k for k in range(1, 40)), starts
     assert backend.threads == {"model"}
     # Same verdicts, same order, nothing lost.
     assert [v["frame"] for v in verdicts] == list(range(40))
@@ -84,6 +104,7 @@ def test_a_frame_never_waits_for_its_successor(tmp_path):
     # Frames arrive every 40 ms and take about 5 ms: each must be finished before the next
     # one arrives, not held until then to overlap with it.
     backend, verdicts, truth, c = _run(tmp_path, in_flight=2, fps=25.0, delay_s=0.005, frames=15)
+    assert backend.counted_at_begin == list(range(15))
     assert backend.counted_at_start == list(range(15))
     assert [v["status"] == "reject" for v in verdicts] == truth
 

@@ -42,7 +42,12 @@ def run(args) -> int:
     if args.channels:
         changes["in_channels"] = args.channels
     if changes:
-        cfg = cfg.from_dict({**cfg.to_dict(), **changes}, "--input/--channels")
+        from inspectd.configtools import ConfigError
+        from inspectd.errors import InspectdError
+        try:
+            cfg = cfg.from_dict({**cfg.to_dict(), **changes}, "--input/--channels")
+        except ConfigError as exc:     # a bad argument, not a bad config file: usage error, 2
+            raise InspectdError(str(exc)) from None
     info = model_info(build_model(cfg))
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
