@@ -61,6 +61,21 @@ class ThresholdBackend:
         self.closed = True
 
 
+class FailingBackend(ThresholdBackend):
+    """A model that fails for good from its ``fail_at``-th call on (a lost device)."""
+
+    def __init__(self, fail_at: int, **kw):
+        super().__init__(**kw)
+        self.fail_at = fail_at
+        self.attempts = 0
+
+    def infer(self, tiles: np.ndarray):
+        self.attempts += 1
+        if self.attempts >= self.fail_at:
+            raise RuntimeError("device lost")
+        return super().infer(tiles)
+
+
 def write_video(path: Path, frames: int, size=(320, 240), fps: float = 25.0,
                 defect_every: int = 0) -> list[bool]:
     """A grey MJPG .avi of ``frames`` frames; every ``defect_every``-th frame has a bright square.

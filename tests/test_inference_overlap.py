@@ -21,7 +21,7 @@ from inspectd.runtime.inference import InferenceConfig, InferenceStage
 from inspectd.runtime.merge import MergeConfig
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.ringbuffer import OverflowPolicy
-from stand_ins import ThresholdBackend, write_video
+from stand_ins import FailingBackend, ThresholdBackend, write_video
 
 
 class RecordingBackend(ThresholdBackend):
@@ -109,19 +109,6 @@ def test_a_frame_never_waits_for_its_successor(tmp_path):
     assert [v["status"] == "reject" for v in verdicts] == truth
 
 
-class _FailsOnCall(ThresholdBackend):
-    def __init__(self, fail_at: int, **kw):
-        super().__init__(**kw)
-        self.fail_at = fail_at
-        self.n = 0
-
-    def infer(self, tiles):
-        self.n += 1
-        if self.n == self.fail_at:
-            raise RuntimeError("device lost")
-        return super().infer(tiles)
-
-
 def test_model_error_with_frames_in_flight_loses_no_frame(tmp_path):
     video = tmp_path / "r.avi"
     write_video(video, 60)
@@ -131,7 +118,7 @@ def test_model_error_with_frames_in_flight_loses_no_frame(tmp_path):
     cfg.inference.in_flight = 2
     cfg.bus.heartbeat_interval_s = 0.2
     got: list[dict] = []
-    result = Pipeline(cfg, backend=_FailsOnCall(8, delay_s=0.005), handle_signals=False,
+    result = Pipeline(cfg, backend=FailingBackend(8, delay_s=0.005), handle_signals=False,
                       tap=lambda topic, m: got.append(m)).run()
     assert result.exit_code == 1 and isinstance(result.error, RuntimeError)
     c = result.counters
@@ -175,7 +162,7 @@ def test_stage_halves_give_the_same_verdicts_as_one_call():
 
 
 def test_stage_refuses_misuse_and_reports_model_errors_at_finish():
-    stage = InferenceStage(_FailsOnCall(2), InferenceConfig(in_flight=2), MergeConfig())
+    stage = InferenceStage(FailingBackend(2), InferenceConfig(in_flight=2), MergeConfig())
     f = _frames(3)
     j0 = stage.begin(f[0])
     j1 = stage.begin(f[1])

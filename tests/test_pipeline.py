@@ -13,7 +13,7 @@ from inspectd.config import default_config
 from inspectd.errors import InspectdError
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.ringbuffer import OverflowPolicy
-from stand_ins import ThresholdBackend, write_video
+from stand_ins import FailingBackend, ThresholdBackend, write_video
 
 
 class Collect:
@@ -133,18 +133,11 @@ def test_overflow_is_reported_not_silent(tmp_path):
     assert sorted(verdict_frames + _uninspected_frames(tap)) == list(range(60))
 
 
-class _Broken(ThresholdBackend):
-    def infer(self, tiles):
-        if self.calls >= 5:
-            raise RuntimeError("device lost")
-        return super().infer(tiles)
-
-
 def test_fatal_stage_error_stops_cleanly_non_zero(tmp_path):
     video = tmp_path / "r.avi"
     write_video(video, 100)
     tap = Collect()
-    result = Pipeline(_cfg(video), backend=_Broken(), tap=tap, handle_signals=False).run()
+    result = Pipeline(_cfg(video), backend=FailingBackend(6), tap=tap, handle_signals=False).run()
     assert result.exit_code == 1 and result.reason == "error"
     assert isinstance(result.error, RuntimeError)
     c = result.counters
