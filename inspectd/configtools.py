@@ -37,6 +37,45 @@ def fail(where: str, key: str, message: str) -> typing.NoReturn:
     raise ConfigError(f"{where}: {key}: {message}")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice (plain YAML lets the last one win, silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    A section written twice (two ``ring:`` blocks) is the same error one level up: the
+    second block would silently replace the first. Merge keys (``<<``) keep YAML's meaning.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_unique(node, "", set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node: yaml.Node, path: str, visited: set[int]) -> None:
+        if id(node) in visited:           # an alias: checked where it was defined
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, f"{path}[{i}]", visited)
+        elif isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) \
+                    else key_node.start_mark.index
+                dotted = f"{path}.{key}" if path else str(key)
+                first = seen.setdefault(key, key_node)
+                if first is not key_node:
+                    a, b = first.start_mark, key_node.start_mark
+                    where = (f"line {a.line + 1} and line {b.line + 1}" if a.line != b.line else
+                             f"line {a.line + 1}, columns {a.column + 1} and {b.column + 1}")
+                    raise DuplicateKeyError(f"{dotted}: given twice, at {where} (only one may stay)")
+                self._check_unique(value_node, dotted, visited)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -46,7 +85,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)   # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -115,6 +115,28 @@ def test_broken_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize("text,key,lines", [
+    ("ring:\n  slots: 4\n  slots: 400\n", "ring.slots", "line 2 and line 3"),
+    ("ring: {slots: 4}\ncamera: a\nring: {policy: block}\n", "ring", "line 1 and line 3"),
+    ("merge:\n  rules:\n    scratches: {reject_score: 0.4, reject_score: 0.9}\n",
+     "merge.rules.scratches.reject_score", "line 3, columns 17 and 36"),
+])
+def test_duplicate_key_names_both_lines(tmp_path, text, key, lines):
+    f = tmp_path / "dup.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert str(info.value) == f"{f}: {key}: given twice, at {lines} (only one may stay)"
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    f = tmp_path / "merge.yaml"
+    f.write_text("merge:\n  rules:\n    inclusion: &strict {reject_score: 0.3}\n"
+                 "    patches:\n      <<: *strict\n      min_area_px: 10\n")
+    cfg = load_config(f)
+    assert cfg.merge.rules["patches"].reject_score == 0.3 == cfg.merge.rules["inclusion"].reject_score
+
+
 def _check(*args, cwd=ROOT):
     return subprocess.run([*INSPECTD, "check-config", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=120)
