@@ -3,6 +3,10 @@
 
     python pipelines/train.py --config configs/train/end2end.yaml --out runs/end2end
     python pipelines/train.py --config configs/train/end2end.yaml --out runs/end2end --resume
+    python pipelines/train.py --config configs/train/coco-staged.yaml --out runs/coco-staged
+
+With --init (or init: in the config) a YOLOv5 v6 .pt starts the run from YOLOv5's weights; the
+run folder then also gets init_report.md/.json (what was loaded, adapted, new).
 
 The run folder gets config.json, metrics.csv/.json per epoch, curves.png, last.pt (resume
 state), last.safetensors and best.safetensors (EMA weights, best val fitness).
@@ -26,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs-scale", type=float, default=1.0,
                    help="multiply every stage's epochs and warm-up (for budget comparisons)")
     p.add_argument("--data", help="override data.root")
-    p.add_argument("--init", help="override init: start from this checkpoint's weights")
+    p.add_argument("--init", help="override init: start from this checkpoint's weights (an inspectd "
+                   ".safetensors or a YOLOv5 v6 .pt of the same preset; ignored with --resume)")
     p.add_argument("--threads", type=int, help="override threads")
     args = p.parse_args(argv)
     try:
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         Trainer(cfg, args.out, resume=args.resume).fit()
     except InspectdError as exc:
         print(f"train: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("train: interrupted; resume with --resume", file=sys.stderr)
         return 130

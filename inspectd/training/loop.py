@@ -23,6 +23,7 @@ from inspectd.model.checkpoint import save_checkpoint
 from inspectd.model.config import load_preset
 from inspectd.model.loss import MultiTaskLoss
 from inspectd.model.network import MultiTaskNet, build_model
+from inspectd.model.pretrained import InitReport, initialise
 from inspectd.training.config import StageConfig, TrainConfig
 from inspectd.training.ema import ModelEMA
 from inspectd.training.validate import validate
@@ -103,10 +104,9 @@ class Trainer:
         self.model_cfg = mcfg
         seed_everything(cfg.seed)
         self.model: MultiTaskNet = build_model(mcfg)
-        if cfg.init:
-            from inspectd.model.checkpoint import load_checkpoint
-            init_model, _ = load_checkpoint(cfg.init, expected=mcfg)
-            self.model.load_state_dict(init_model.state_dict())
+        self.init_report: InitReport | None = None
+        if cfg.init and not resume:  # on resume, last.pt holds the weights
+            self.init_report = initialise(self.model, cfg.init)
         self.loss = MultiTaskLoss(self.model, cfg.loss)
         size = tuple(mcfg.input_size)
         self.train_set = NeuDataset(root, self.train_stems, mcfg.class_names, mcfg.seg_class_names,
@@ -127,6 +127,12 @@ class Trainer:
         else:
             (self.out / "config.json").write_text(json.dumps(
                 {"train": to_mapping(cfg), "model": mcfg.to_dict()}, indent=2))
+            if self.init_report is not None:
+                self.init_report.write(self.out)
+                if show_progress:
+                    print(f"initial weights from {cfg.init}:\n{self.init_report.table()}")
+                    for note in self.init_report.notes:
+                        print(f"  {note}")
 
     @staticmethod
     def _rel(root: Path, p: str) -> Path:
