@@ -7,6 +7,13 @@ The gate is switched on ("reject") while any of these holds:
   ``gate_until_wall_ns`` (fired at once if the verdict came late);
 - an uninspected stretch is at the gate (``gate_deadline_wall_ns`` .. ``gate_until_wall_ns``):
   strip nobody looked at is rejected;
+- verdicts are late: a verdict (``ok`` or ``reject``) or an uninspected stretch arrived after its
+  strip reached the gate. The verdicts of the strip now at the gate are then, in all
+  likelihood, late too: the gate rejects from then until a verdict arrives before its
+  deadline again (verdicts come in frame order, so the strip between is covered by verdicts
+  that have arrived). The part of the strip that passed the gate before its verdict was, for
+  the line, uninspected: it is reported (``MISSED``, with its strip positions, in ``missed``)
+  so that the coil can be marked for re-inspection; a reject among it is a defect shipped;
 - messages were missed (a gap in the sequence numbers) or the publisher restarted: the
   strip they were about is unknown, so everything that can still be ahead of the gate is
   rejected -- for ``span`` from now, where ``span`` (gate delay plus one frame) is learnt
@@ -82,6 +89,8 @@ class ActuatorLogic:
         self.heard_ns: int | None = None
         self.interval_ns = NS
         self.silent = True                             # nothing heard yet: unknown = reject
+        self.behind = False                            # verdicts late: the strip at the gate is unknown
+        self.late: list[Window] = []                   # strip that reached the gate before its verdict
         self.hold_until_ns = 0                         # keep rejecting after silence ends
         self.clock_warned = False
 
@@ -89,9 +98,26 @@ class ActuatorLogic:
     def add_window(self, start_ns: int, end_ns: int, reason: str, now_ns: int) -> None:
         if end_ns <= now_ns:
             self.missed.append(Window(start_ns, end_ns, reason))
-            self.warn(f"too late to act: {reason} passed the gate {(now_ns - end_ns) / 1e6:.0f} ms ago")
+            self.warn(f"MISSED {reason}: passed the gate {(now_ns - end_ns) / 1e6:.0f} ms before its "
+                      "message came; mark that strip for re-inspection")
             return
         heapq.heappush(self._windows, Window(start_ns, end_ns, reason))
+
+    def _check_late(self, msg: dict, what: str, where: str, now_ns: int) -> None:
+        """A message about strip that has (partly) passed the gate: that strip went unjudged,
+        and until a verdict comes in time again, so does the strip now at the gate."""
+        deadline = int(msg["gate_deadline_wall_ns"])
+        if now_ns <= deadline and not msg.get("late"):
+            if msg["kind"] == "verdict" and self.behind:
+                self.behind = False
+                self.warn(f"verdicts in time again ({what})")
+            return
+        until = int(msg["gate_until_wall_ns"])
+        self.late.append(Window(deadline, min(until, now_ns), what))
+        if not self.behind:
+            self.behind = True
+            self.warn(f"late: {what} came {(now_ns - deadline) / 1e6:.0f} ms after its strip ({where}) reached "
+                      "the gate; rejecting until verdicts come in time")
 
     def on_event(self, ev: Event, now_ns: int) -> None:
         msg = ev.msg
@@ -121,13 +147,17 @@ class ActuatorLogic:
             span = int(msg["gate_until_wall_ns"]) - int(msg["capture_wall_ns"])
             if span > 0:
                 self.span_ns = span
+            pos = float(msg.get("strip_position_m", 0.0))
+            self._check_late(msg, f"{msg['status']} frame {msg['frame']}",
+                             f"{pos:.2f}..{pos + float(msg.get('frame_length_m', 0.0)):.2f} m", now_ns)
             if msg["status"] == "reject":
                 self.add_window(int(msg["gate_deadline_wall_ns"]), int(msg["gate_until_wall_ns"]),
                                 f"reject frame {msg['frame']}", now_ns)
         elif kind == "uninspected":
-            self.add_window(int(msg["gate_deadline_wall_ns"]), int(msg["gate_until_wall_ns"]),
-                            f"uninspected frames {msg['first_frame']}..{msg['last_frame']} ({msg['reason']})",
-                            now_ns)
+            what = f"uninspected frames {msg['first_frame']}..{msg['last_frame']} ({msg['reason']})"
+            self._check_late(msg, what, f"{float(msg.get('strip_start_m', 0.0)):.2f}.."
+                                        f"{float(msg.get('strip_end_m', 0.0)):.2f} m", now_ns)
+            self.add_window(int(msg["gate_deadline_wall_ns"]), int(msg["gate_until_wall_ns"]), what, now_ns)
 
     # -- state ----------------------------------------------------------------------------
     def check_silence(self, now_ns: int) -> None:
@@ -150,6 +180,8 @@ class ActuatorLogic:
             return True, "publisher was silent"
         if self._active:
             return True, self._active[-1].reason
+        if self.behind:
+            return True, "verdicts late: no verdict yet for the strip at the gate"
         return False, ""
 
     def next_change_ns(self, now_ns: int) -> int:

@@ -69,7 +69,20 @@ def test_actuator_decisions():
     logic.on_event(ev("verdict", status="reject", frame=10, capture_wall_ns=now - 350 * MS,
                       gate_deadline_wall_ns=now - 50 * MS,
                       gate_until_wall_ns=now - 30 * MS), now)
-    assert [w.reason for w in logic.missed] == ["reject frame 10"] and "too late" in warnings[-1]
+    assert [w.reason for w in logic.missed] == ["reject frame 10"] and "MISSED reject frame 10" in warnings[-1]
+    assert [w.reason for w in logic.late] == ["reject frame 9", "reject frame 10"]
+    # late verdicts: the strip now at the gate has no verdict yet either; reject until one comes in time
+    assert logic.state(now + 16 * MS) == (True, "verdicts late: no verdict yet for the strip at the gate")
+    logic.on_event(ev("verdict", status="ok", frame=11, capture_wall_ns=now - 290 * MS,
+                      gate_deadline_wall_ns=now + 10 * MS, gate_until_wall_ns=now + 30 * MS), now + 5 * MS)
+    assert logic.state(now + 6 * MS) == (False, "") and "in time again" in warnings[-1]
+    # a late ok verdict is late too (its strip passed unjudged)
+    logic.on_event(ev("verdict", status="ok", frame=12, capture_wall_ns=now - 280 * MS,
+                      gate_deadline_wall_ns=now + 20 * MS, gate_until_wall_ns=now + 40 * MS), now + 25 * MS)
+    assert logic.state(now + 50 * MS)[0] and logic.late[-1].end_ns == now + 25 * MS
+    logic.on_event(ev("verdict", status="ok", frame=13, capture_wall_ns=now - 200 * MS,
+                      gate_deadline_wall_ns=now + 100 * MS, gate_until_wall_ns=now + 120 * MS), now + 60 * MS)
+    assert logic.state(now + 61 * MS) == (False, "")
     # uninspected strip is rejected
     now = t + 500 * MS
     logic.on_event(ev("uninspected", first_frame=11, last_frame=13, reason="ring_overflow",

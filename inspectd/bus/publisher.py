@@ -121,9 +121,10 @@ class EventPublisher:
             counts["defect"] = len(verdict.defects)
         return self._put(_Item("verdict", verdict, crops), counts)
 
-    def publish_status(self, counters: dict) -> bool:
-        """Queue a ``status`` message with the pipeline's counters (copied now)."""
-        return self._put(_Item("status", dict(counters)), {"status": 1})
+    def publish_status(self, counters: dict | Callable[[], dict]) -> bool:
+        """Queue a ``status`` message with the pipeline's counters (copied now), or with what
+        ``counters()`` returns when the message is sent (after everything queued before it)."""
+        return self._put(_Item("status", counters if callable(counters) else dict(counters)), {"status": 1})
 
     def publish_dropped(self, meta: FrameMeta, reason: str) -> None:
         """Report one frame that will not be inspected (ring overflow, camera loss, ...).
@@ -383,7 +384,8 @@ class EventPublisher:
                 if work.kind == "verdict":
                     self._emit_verdict(work)
                 else:
-                    self._send(self.encoder.status(work.data, self._bus_counts()))
+                    counters = work.data() if callable(work.data) else work.data
+                    self._send(self.encoder.status(counters, self._bus_counts()))
                 if work.lost_after:
                     self.encoder.skip(work.lost_after)
 

@@ -142,7 +142,8 @@ def _taps(*taps):
     return both
 
 
-def _summary(file: str, c: dict[str, Any], result, out: str | None, annotated: Path | None) -> str:
+def _summary(file: str, c: dict[str, Any], result, out: str | None, annotated: Path | None,
+             paced: bool = False) -> str:
     lines = [
         f"replay {file}: {c['inspected']} frames inspected in {c['elapsed_s']:.1f} s ({c['fps']:.1f} fps), "
         f"{c['rejects']} rejected, {c['uninspected']} uninspected"
@@ -153,6 +154,10 @@ def _summary(file: str, c: dict[str, Any], result, out: str | None, annotated: P
         lines.append("  rejects by class: " + ", ".join(f"{k} {v}" for k, v in sorted(c["rejects_by_class"].items())))
     if c["uninspected_by_reason"]:
         lines.append("  uninspected: " + ", ".join(f"{k} {v}" for k, v in sorted(c["uninspected_by_reason"].items())))
+    if paced and c.get("late"):
+        # Only a paced replay stands for a line: unpaced, frames wait in the ring by design.
+        lines.append(f"  late: {c['late']} verdicts ({c['late_rejects']} rejects) published after their strip "
+                     f"reached the gate; worst {c['late_worst_ms']:.0f} ms, last {c['late_last_ms']:.0f} ms late")
     if out and out != "-":
         lines.append(f"  verdicts: {out}")
     if annotated is not None:
@@ -231,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     c = result.counters
     if not args.quiet:
         annotated = pipeline.annotator.path if pipeline.annotator is not None else None
-        print(_summary(args.file, c, result, args.out, annotated), file=sys.stderr)
+        print(_summary(args.file, c, result, args.out, annotated, paced=bool(pipeline.realtime)), file=sys.stderr)
     # A fatal error during the replay was logged once by the pipeline; the summary says how far it got.
     if tap is not None and tap.lines != c["inspected"] and result.exit_code == 0:
         raise InspectdError(

@@ -73,6 +73,11 @@ class _Tally:
     rejects: int = 0
     uninspected: int = 0
     not_published: int = 0        # verdicts the publisher could not queue (seq gap on the bus)
+    late: int = 0                 # verdicts published after their gate deadline
+    late_rejects: int = 0         # of those, rejects: a defect that may have passed the gate
+    late_worst_ms: float | None = None
+    late_last_ms: float | None = None
+    late_last_frame: int | None = None
     uninspected_by_reason: Counter = field(default_factory=Counter)
     rejects_by_class: Counter = field(default_factory=Counter)
     defects_by_class: Counter = field(default_factory=Counter)
@@ -104,6 +109,7 @@ class Pipeline:
         self.cfg = cfg
         self.realtime = realtime
         self._tap = tap
+        self._late_logged = 0
         self._on_tick = on_tick
         self._handle_signals = handle_signals
         self.notifier = notifier if notifier is not None else Notifier(enabled=cfg.service.notify)
@@ -163,7 +169,7 @@ class Pipeline:
             self.realtime = realtime
             self.acquisition = AcquisitionThread(self.source, self.ring, self._acq_stop, realtime=realtime,
                                                  on_lost=self._on_lost)
-            self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=tap,
+            self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
                                             status_source=self._status_payload)
             self.publisher.start()    # binds the socket: a bad or busy address fails here
         except BaseException:
@@ -192,6 +198,36 @@ class Pipeline:
     def _on_lost(self, meta: FrameMeta) -> None:
         """A frame the camera lost (frame-id gap): it never reached the ring."""
         self._uninspected(meta, "camera_lost")
+
+    def _on_message(self, topic: bytes, msg: dict[str, Any]) -> None:
+        """Every message as sent (publisher thread): late verdicts are counted, then the
+        caller's tap sees it. Late is decided where it is sent: ``publish_wall_ns`` after
+        ``gate_deadline_wall_ns``, the strip's first row was at the gate before its verdict."""
+        if msg.get("kind") == "verdict" and msg.get("late"):
+            late_ms = round((int(msg["publish_wall_ns"]) - int(msg["gate_deadline_wall_ns"])) / 1e6, 1)
+            with self._lock:
+                t = self.tally
+                t.late += 1
+                t.late_rejects += msg.get("status") == "reject"
+                t.late_worst_ms = late_ms if t.late_worst_ms is None else max(t.late_worst_ms, late_ms)
+                t.late_last_ms, t.late_last_frame = late_ms, int(msg["frame"])
+        if self._tap is not None:
+            self._tap(topic, msg)
+
+    def _log_late(self) -> None:
+        """One warning per supervisor tick in which verdicts were late (paced runs only: a
+        recording replayed as fast as it goes has no line to be late for)."""
+        with self._lock:
+            t = self.tally
+            new = t.late - self._late_logged
+            if new <= 0:
+                return
+            self._late_logged = t.late
+            fields = dict(late=new, late_total=t.late, late_rejects_total=t.late_rejects,
+                          worst_ms=t.late_worst_ms, last_ms=t.late_last_ms, last_frame=t.late_last_frame)
+        if self.realtime or getattr(self.source, "live", False):
+            log.warning("verdicts_late", **fields,
+                        note="published after the strip reached the gate: for the line, uninspected")
 
     def _uninspected(self, meta: FrameMeta, reason: str) -> None:
         with self._lock:
@@ -342,6 +378,10 @@ class Pipeline:
                 "rejects": t.rejects,
                 "uninspected": t.uninspected,
                 "not_published": t.not_published,
+                "late": t.late,
+                "late_rejects": t.late_rejects,
+                "late_worst_ms": t.late_worst_ms,
+                "late_last_ms": t.late_last_ms,
                 "queued": ring.queued,
                 "in_flight": ring.in_flight,
                 "max_queued": ring.max_queued,
@@ -366,8 +406,9 @@ class Pipeline:
 
     def status_line(self, c: dict[str, Any] | None = None) -> str:
         c = c or self.counters()
+        late = f", late {c['late']} (worst {c['late_worst_ms']:.0f} ms)" if c.get("late") else ""
         return (f"inspected {c['inspected']}, rejects {c['rejects']}, uninspected {c['uninspected']}, "
-                f"queued {c['queued']}, {c['fps_recent']:.1f} fps")
+                f"queued {c['queued']}, {c['fps_recent']:.1f} fps" + late)
 
     # -- supervisor ------------------------------------------------------------------
     def run(self) -> PipelineResult:
@@ -412,6 +453,7 @@ class Pipeline:
             self._wake.clear()
             now = time.monotonic()
             self._collect_errors()
+            self._log_late()
 
             c = self.counters()
             if not ready and not self._shutting_down and (c["inspected"] > 0 or svc.ready_when == "started"):
@@ -503,10 +545,12 @@ class Pipeline:
                 self.annotator.close()
             except BaseException as exc:  # noqa: BLE001
                 self._fail("annotate", exc)
-        final = self.counters()
-        self.publisher.publish_status(self._status_payload(final))
+        # The final status is built when it is sent, after the last verdict: its late count is complete.
+        self.publisher.publish_status(lambda: self._status_payload(self.counters()))
         if not self.publisher.close(self.cfg.service.flush_timeout_s):
             log.warning("publisher_not_flushed", timeout_s=self.cfg.service.flush_timeout_s)
+        self._log_late()                     # the verdicts sent while closing
+        final = self.counters()
         self._close_quietly(self.stage, "close")     # the model thread, then the backend
         self.notifier.close()
 

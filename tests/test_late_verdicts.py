@@ -1,0 +1,116 @@
+"""Late verdicts: counted and reported by the daemon, and failed safe by the example actuator.
+
+Real parts: a recording paced at its frame rate, the pipeline, a PUB socket on loopback, the
+example actuator's loop on a SUB socket. The model is the thresholding stand-in, made slow
+(nothing real can be made slow on purpose), so that verdicts miss a gate 20 ms downstream.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+import time
+from pathlib import Path
+
+from inspectd.bus.messages import camera_prefixes
+from inspectd.bus.subscriber import EventSubscriber
+from inspectd.config import default_config
+from inspectd.runtime.pipeline import Pipeline
+from inspectd.runtime.ringbuffer import OverflowPolicy
+from stand_ins import ThresholdBackend, write_video
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _actuator_module():
+    spec = importlib.util.spec_from_file_location("example_reject_actuator_late", EXAMPLES / "reject_actuator.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+actuator = _actuator_module()
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.changes: list[tuple[bool, str]] = []
+
+    def set(self, active: bool, reason: str, now_ns: int) -> None:
+        self.changes.append((active, reason))
+
+
+def _run_with_actuator(tmp_path, delay_s: float, gate_distance_m: float):
+    video = tmp_path / "line.avi"
+    truth = write_video(video, 25, size=(200, 200), fps=25.0, defect_every=5)
+    cfg = default_config()
+    cfg.source.path = str(video)
+    cfg.ring.slots = 4
+    cfg.ring.policy = OverflowPolicy.block       # every frame gets a verdict, late or not
+    cfg.line.speed_m_per_s = 10.0
+    cfg.line.gate_distance_m = gate_distance_m
+    cfg.bus.publish = "tcp://127.0.0.1:*"
+    cfg.bus.heartbeat_interval_s = 0.05
+    messages: list[dict] = []
+    pipeline = Pipeline(cfg, realtime=True, backend=ThresholdBackend(delay_s=delay_s),
+                        tap=lambda topic, msg: messages.append(msg), handle_signals=False)
+    endpoint = pipeline.publisher.endpoint
+    sub = EventSubscriber(endpoint, camera_prefixes("cam0", ["verdict", "uninspected", "heartbeat"]))
+    status_sub = EventSubscriber(endpoint, camera_prefixes("cam0", ["status"]))
+    warnings: list[str] = []
+    logic = actuator.ActuatorLogic("cam0", silence_factor=1000.0, default_span_s=0.05, warn=warnings.append)
+    gate, stop = Gate(), threading.Event()
+    loop = threading.Thread(target=actuator.run, args=(sub, logic, gate, stop), daemon=True)
+    loop.start()
+    try:
+        result = pipeline.run()
+        statuses = []
+        while (ev := status_sub.recv(2.0)) is not None:
+            statuses.append(ev.msg)
+            if ev.msg["counters"]["inspected"] == len(truth):
+                break
+        # Let the actuator act on the last windows before it stops.
+        last = max((m["gate_until_wall_ns"] for m in messages if m["kind"] == "verdict"), default=0)
+        while time.time_ns() < last + 50_000_000:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        loop.join(10)
+        sub.close()
+        status_sub.close()
+    return truth, result, messages, statuses, logic, gate, warnings
+
+
+def test_slow_model_late_verdicts_are_counted_reported_and_fail_safe(tmp_path):
+    # The gate is 2 cm (2 ms) downstream and a frame takes the model 60 ms: every verdict is late.
+    truth, result, messages, statuses, logic, gate, warnings = _run_with_actuator(tmp_path, 0.06, 0.02)
+    c = result.counters
+    verdicts = [m for m in messages if m["kind"] == "verdict"]
+    assert result.exit_code == 0 and c["inspected"] == len(truth) == len(verdicts)
+    late = [v for v in verdicts if v["late"]]
+    assert c["late"] == len(late) == len(verdicts)
+    assert c["late_rejects"] == sum(v["status"] == "reject" for v in late) == sum(truth)
+    margins = [(v["publish_wall_ns"] - v["gate_deadline_wall_ns"]) / 1e6 for v in late]
+    assert c["late_worst_ms"] == round(max(margins), 1) and c["late_last_ms"] == round(margins[-1], 1)
+    assert c["late_worst_ms"] >= 50
+    # The status event on the wire carries the same counts (the final one is sent after the last verdict).
+    final = statuses[-1]["counters"]
+    assert (final["late"], final["late_rejects"], final["late_worst_ms"]) == (c["late"], c["late_rejects"],
+                                                                             c["late_worst_ms"])
+    # The actuator: every reject arrived after its strip had passed, so each is reported MISSED
+    # (to mark the coil), and the gate rejects from the first late verdict on.
+    assert sorted(int(w.reason.split()[-1]) for w in logic.missed) == [i for i, t in enumerate(truth) if t]
+    assert len(logic.late) == len(verdicts) and logic.behind
+    assert (True, "verdicts late: no verdict yet for the strip at the gate") in gate.changes
+    assert gate.changes[-1][0] is True
+    assert any(w.startswith("late: ") for w in warnings)
+
+
+def test_fast_model_is_not_late_and_the_gate_passes(tmp_path):
+    truth, result, messages, statuses, logic, gate, warnings = _run_with_actuator(tmp_path, 0.0, 5.0)
+    c = result.counters
+    assert c["inspected"] == len(truth) and c["late"] == 0 and c["late_worst_ms"] is None
+    assert statuses[-1]["counters"]["late"] == 0
+    assert not logic.late and not logic.missed and not logic.behind
+    assert sum(f.reason.startswith("reject frame") for f in logic.fired) == sum(truth)
