@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -9,11 +10,23 @@ from typing import Literal
 from inspectd.configtools import doc, fail, from_mapping, load_yaml, to_mapping
 from inspectd.errors import InspectdError
 
+# Class names are fields of the event topics (defect/<camera>/<class>) and JSON keys of reports.
+CLASS_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+# The shipped model's classes (shared/data/neu); a model trained on other data names its own.
 NEU_CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 # Only these classes have pixel masks in the data (shared/data/neu/README.md); the segmentation
 # head predicts them and background. Predicting the other three would train channels that never
 # see a positive pixel.
 NEU_SEG_CLASSES = ["background", "inclusion", "patches", "scratches"]
+
+
+def check_class_name(name: str, where: str) -> None:
+    if not CLASS_NAME.match(name):
+        raise InspectdError(
+            f"{where}: class name {name!r}: use letters, digits, '_', '-' or '.' (it becomes a field of the "
+            f"event topics), e.g. {name.strip().replace(' ', '_').replace('/', '-')!r}")
+
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 
@@ -57,6 +70,9 @@ class ModelConfig:
             fail(where, p + "in_channels", f"expected 1 or 3, got {self.in_channels}")
         if not self.class_names:
             fail(where, p + "class_names", "needs at least one class")
+        for name in [*self.class_names, *self.seg_class_names]:
+            if not CLASS_NAME.match(name):
+                fail(where, p + "class_names", f"{name!r}: use letters, digits, '_', '-' or '.'")
         if not self.seg_class_names or self.seg_class_names[0] != "background":
             fail(where, p + "seg_class_names", "index 0 must be 'background'")
         if len(self.anchors) != 3 or any(len(a) != 6 for a in self.anchors):

@@ -34,10 +34,15 @@ class StageConfig:
 
 @dataclass
 class DataConfig:
-    root: str = doc("folder laid out like shared/data/neu (images/, annotations/, masks/)",
-                    default="../shared/data/neu")
-    train: str = doc("list of training stems, relative to root unless absolute", default="train.txt")
-    val: str = doc("list of validation stems, relative to root unless absolute", default="val.txt")
+    root: str = doc(
+        "data folder in the NEU layout (images/, annotations/, masks/, train.txt, val.txt, as "
+        "shared/data/neu) or the YOLO layout (data.yaml, images/, labels/, masks/); docs/datasets.md. "
+        "The model's classes are the data's", default="../shared/data/neu")
+    train: str | None = doc(
+        "training images: null = the layout's own (train.txt, or data.yaml's train:); else a list "
+        "file (NEU: stems; YOLO: image paths) or, for YOLO, a folder of images; relative to root "
+        "unless absolute", default=None)
+    val: str | None = doc("validation images, as train (null = val.txt, or data.yaml's val:)", default=None)
 
 
 @dataclass
@@ -59,9 +64,14 @@ class TrainConfig:
     lrf: float = doc("final learning rate as a fraction of lr0 (cosine schedule)", default=0.01)
     ema: bool = doc("keep an exponential moving average of the weights and evaluate/ship it", default=True)
     ema_tau: float = doc("EMA warm-up in steps: decay = 0.9999 * (1 - exp(-step / tau))", default=500.0)
+    device: str = doc("where to train: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'",
+                      default="auto")
     bf16: Literal["auto", "on", "off"] = doc(
         "bfloat16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 (avx512_bf16/AMX)",
         default="off")
+    fp16: bool = doc("float16 autocast with a gradient scaler when training on CUDA", default=True)
+    workers: int = doc("data-loading worker processes (0 = in the training process); augmentation is "
+                       "seeded per image and epoch, so the result does not depend on it", default=0)
     threads: int = doc("torch CPU threads, 0 = all cores", default=0)
     eval_every: int = doc("validate every N epochs (and always after the last)", default=1)
     checkpoint_every: int = doc("write the resume state, checkpoints and curves every N epochs "
@@ -81,6 +91,11 @@ class TrainConfig:
             fail(where, "batch_size", "must be at least 1")
         if not self.stages:
             fail(where, "stages", "needs at least one stage")
+        if self.workers < 0:
+            fail(where, "workers", "must be 0 or more")
+        if self.device != "auto" and not (self.device in ("cpu", "cuda") or
+                                          (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            fail(where, "device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
 
 def load_train_config(path: str) -> TrainConfig:

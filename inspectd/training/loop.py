@@ -1,4 +1,9 @@
-"""The training loop: staged or end-to-end, SGD + cosine + warm-up, EMA, resumable."""
+"""The training loop: staged or end-to-end, SGD + cosine + warm-up, EMA, resumable.
+
+Data in either layout (``inspectd.data.layout``); the model's classes are the data's. On CUDA
+the forward pass runs under float16 autocast with a gradient scaler (fp16's range needs it);
+on CPU under bfloat16 autocast where the CPU has native bf16 (same range as float32: no scaler).
+"""
 from __future__ import annotations
 
 import csv
@@ -17,7 +22,8 @@ from tqdm import tqdm
 
 from inspectd.configtools import to_mapping
 from inspectd.data.augment import Augment
-from inspectd.data.neu import NeuDataset, collate, read_stems
+from inspectd.data.layout import DataLayout, load_raws, open_layout
+from inspectd.data.samples import DefectDataset, build_sample, collate
 from inspectd.errors import InspectdError
 from inspectd.model.checkpoint import save_checkpoint
 from inspectd.model.config import load_preset
@@ -92,27 +98,38 @@ class Trainer:
         self.show_progress = show_progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        root = Path(cfg.data.root)
-        if not root.is_dir():
-            raise InspectdError(f"data.root: folder {root} not found")
-        self.train_stems = train_stems or read_stems(self._rel(root, cfg.data.train))
-        self.val_stems = val_stems if val_stems is not None else read_stems(self._rel(root, cfg.data.val))
+        from inspectd.evaluation import resolve_device
+
+        self.device = resolve_device(cfg.device)
+        self.layout: DataLayout = open_layout(cfg.data.root, "data.root")
+        self.train_stems = train_stems or self.layout.items("train", cfg.data.train)
+        self.val_stems = val_stems if val_stems is not None else self.layout.items("val", cfg.data.val)
         mcfg = load_preset(cfg.model)
         if cfg.model_overrides:
             merged = {**mcfg.to_dict(), **cfg.model_overrides}
             mcfg = type(mcfg).from_dict(merged, f"model_overrides for {cfg.model}")
+        # The classes are the data's; the segmentation head gets the classes its masks cover.
+        class_names = self.layout.class_names()
+        train_raws = load_raws(self.layout, self.train_stems, class_names, mcfg.in_channels)
+        val_raws = load_raws(self.layout, self.val_stems, class_names, mcfg.in_channels)
+        masked = self.layout.masked_classes()
+        mcfg = mcfg.replace(class_names=list(class_names),
+                            seg_class_names=["background", *(c for c in class_names if c in masked)])
         self.model_cfg = mcfg
         seed_everything(cfg.seed)
         self.model: MultiTaskNet = build_model(mcfg)
         self.init_report: InitReport | None = None
         if cfg.init and not resume:  # on resume, last.pt holds the weights
             self.init_report = initialise(self.model, cfg.init)
-        self.loss = MultiTaskLoss(self.model, cfg.loss)
+        self.model.to(self.device)
+        self.loss = MultiTaskLoss(self.model, cfg.loss).to(self.device)
         size = tuple(mcfg.input_size)
-        self.train_set = NeuDataset(root, self.train_stems, mcfg.class_names, mcfg.seg_class_names,
-                                    mcfg.in_channels, size, Augment(cfg.augment), seed=cfg.seed)
-        self.val_set = NeuDataset(root, self.val_stems, mcfg.class_names, mcfg.seg_class_names,
-                                  mcfg.in_channels, size) if self.val_stems else None
+        names, seg_names = mcfg.class_names, mcfg.seg_class_names
+        self.train_set = DefectDataset([build_sample(r, names, seg_names) for r in train_raws], size,
+                                       Augment(cfg.augment), seed=cfg.seed)
+        self.val_set = DefectDataset([build_sample(r, names, seg_names) for r in val_raws],
+                                     size) if self.val_stems else None
+        del train_raws, val_raws
         self.total_epochs = sum(s.epochs for s in cfg.stages)
         self.epoch = 0
         self.best_fitness = -math.inf
@@ -120,13 +137,18 @@ class Trainer:
         self.ema = ModelEMA(self.model, tau=cfg.ema_tau) if cfg.ema else None
         self.optimizer = None
         self.stage_index = -1
-        self.use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported())
+        cuda = self.device.type == "cuda"
+        self.use_bf16 = not cuda and (cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported()))
+        self.use_fp16 = cuda and cfg.fp16
+        self.autocast_dtype = torch.float16 if self.use_fp16 else torch.bfloat16 if self.use_bf16 else None
+        # Disabled, the scaler passes the loss and the step straight through: one code path.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_fp16)
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
         else:
             (self.out / "config.json").write_text(json.dumps(
-                {"train": to_mapping(cfg), "model": mcfg.to_dict()}, indent=2))
+                {"train": to_mapping(cfg), "model": mcfg.to_dict(), "data": self.data_info()}, indent=2))
             if self.init_report is not None:
                 self.init_report.write(self.out)
                 if show_progress:
@@ -134,10 +156,13 @@ class Trainer:
                     for note in self.init_report.notes:
                         print(f"  {note}")
 
-    @staticmethod
-    def _rel(root: Path, p: str) -> Path:
-        q = Path(p)
-        return q if q.is_absolute() else root / q
+    def data_info(self) -> dict:
+        return {"root": str(self.layout.root), "layout": self.layout.kind, "train_images": len(self.train_set),
+                "val_images": len(self.val_set) if self.val_set is not None else 0,
+                "class_names": self.model_cfg.class_names, "seg_class_names": self.model_cfg.seg_class_names}
+
+    def precision(self) -> str:
+        return "float16 autocast" if self.use_fp16 else "bfloat16 autocast" if self.use_bf16 else "float32"
 
     # -- state -----------------------------------------------------------------------------
     def _enter_stage(self, index: int) -> None:
@@ -155,6 +180,7 @@ class Trainer:
             "epoch": torch.tensor(self.epoch),
             "stage_index": torch.tensor(self.stage_index),
             "best_fitness": torch.tensor(self.best_fitness),
+            "scaler": self.scaler.state_dict(),
         }
 
     def _resume(self) -> None:
@@ -171,6 +197,8 @@ class Trainer:
         self.best_fitness = float(st["best_fitness"])
         self._enter_stage(int(st["stage_index"]))
         self.optimizer.load_state_dict(st["optimizer"])
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         hist = self.out / "metrics.json"
         if hist.exists():
             self.history = json.loads(hist.read_text())
@@ -200,7 +228,8 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + self.epoch)
         loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, generator=g,
-                            collate_fn=collate, num_workers=0, drop_last=len(self.train_set) > cfg.batch_size)
+                            collate_fn=collate, num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                            drop_last=len(self.train_set) > cfg.batch_size)
         n = len(loader)
         use_det, use_seg = "det" in stage.tasks, "seg" in stage.tasks
         sums: dict[str, float] = {}
@@ -212,14 +241,19 @@ class Trainer:
             for grp in self.optimizer.param_groups:
                 grp["lr"] = lr
                 grp["momentum"] = 0.8 + (cfg.momentum - 0.8) * warm
-            x = batch["image"].float() / 255.0
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+            dev = self.device
+            x = batch["image"].to(dev, non_blocking=True).float() / 255.0
+            with torch.autocast(dev.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
                 out = self.model(x)
-            parts = self.loss(out, batch["targets"], batch["seg"], use_det=use_det, use_seg=use_seg)
+            parts = self.loss(out, batch["targets"].to(dev, non_blocking=True), batch["seg"].to(dev, non_blocking=True),
+                              use_det=use_det, use_seg=use_seg)
             self.optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
+            self.scaler.scale(parts.total).backward()
+            self.scaler.unscale_(self.optimizer)     # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)         # skipped when fp16 gradients overflowed
+            self.scaler.update()
             if self.ema:
                 self.ema.update(self.model)
             for k, v in parts.items.items():
@@ -234,7 +268,8 @@ class Trainer:
         return self.ema.ema if self.ema else self.model
 
     def _validate(self) -> dict:
-        res = validate(self.eval_model(), self.val_set, batch_size=self.cfg.batch_size, conf=self.cfg.eval_conf)
+        res = validate(self.eval_model(), self.val_set, batch_size=self.cfg.batch_size, conf=self.cfg.eval_conf,
+                       device=self.device)
         s = res.summary()
         fit = sum(w * s[k] for k, w in self.cfg.fitness.items() if not math.isnan(s.get(k, math.nan)))
         s["fitness"] = fit
@@ -244,6 +279,7 @@ class Trainer:
 
     def _save(self, row: dict) -> None:
         info = {"epoch": self.epoch, "total_epochs": self.total_epochs, "train_config": to_mapping(self.cfg),
+                "data": self.data_info(), "device": str(self.device), "precision": self.precision(),
                 "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))}}
         tmp = self.out / "last.pt.tmp"
         torch.save(self._state(), tmp)
