@@ -15,6 +15,12 @@ Accounting, true in every ``counters()`` snapshot::
 ``captured`` counts every frame offered to ``put`` (kept or not); ``dropped`` counts the
 overflow victims, the frames released with ``inspected=False`` and the frames discarded
 by ``close(drop_queued=True)``.
+
+The slots may live in memory another process writes (``store=``, a shared-memory array:
+``runtime.camera_process``). Its producer then puts in two phases: ``reserve`` (the overflow
+policy picks the slot, exactly as in ``put``), the other process copies the pixels into
+``slot_view(slot)``, then ``commit`` (or ``abort`` if the copy never happened). ``put`` is
+the same three steps in one call, with the copy done here.
 """
 from __future__ import annotations
 
@@ -127,6 +133,7 @@ class RingBuffer:
         shape: tuple[int, ...] | None = None,
         dtype: np.dtype | type = np.uint8,
         block_timeout_s: float | None = None,
+        store: np.ndarray | None = None,
     ) -> None:
         if slots < 1:
             raise InspectdError(f"ring buffer: slots must be at least 1, got {slots}")
@@ -146,7 +153,11 @@ class RingBuffer:
         self._captured = self._inspected = 0
         self._dropped_overflow = self._dropped_released = self._dropped_discarded = 0
         self._max_queued = 0
-        if shape is not None:
+        if store is not None:
+            if store.shape[0] != self.slots:
+                raise InspectdError(f"ring buffer: a store of {store.shape[0]} slots for {self.slots} slots")
+            self._store = store          # preallocated by its owner (shared memory), not copied
+        elif shape is not None:
             self._allocate(tuple(shape), np.dtype(dtype))
 
     @classmethod
@@ -155,8 +166,10 @@ class RingBuffer:
         cfg: RingConfig,
         on_drop: Callable[[FrameMeta], None] | None = None,
         shape: tuple[int, ...] | None = None,
+        store: np.ndarray | None = None,
     ) -> "RingBuffer":
-        return cls(cfg.slots, cfg.policy, on_drop, shape=shape, block_timeout_s=cfg.block_timeout_s)
+        return cls(cfg.slots, cfg.policy, on_drop, shape=shape, block_timeout_s=cfg.block_timeout_s,
+                   store=store)
 
     # -- slots ---------------------------------------------------------------------
     @property
@@ -193,6 +206,22 @@ class RingBuffer:
         None means that default. ``cancel``, when set while waiting, drops the frame and
         returns at once (the acquisition thread passes its stop event).
         """
+        slot = self.reserve(frame, timeout, cancel)
+        if slot is None:
+            return False
+        try:
+            np.copyto(self.slot_view(slot), frame.image)     # outside the lock: the consumer keeps going
+        except BaseException:
+            self.abort(slot, frame)          # keep the books straight, then let it propagate
+            raise
+        self.commit(slot, frame)
+        return True
+
+    def reserve(self, frame: Frame, timeout: float | None = None,
+                cancel: threading.Event | None = None) -> int | None:
+        """Phase one of a put: a slot for ``frame`` chosen by the overflow policy, or None
+        if the frame is dropped (counted and reported here). Only ``frame.image``'s shape and
+        dtype are looked at. The slot is then the caller's to fill and ``commit`` or ``abort``."""
         victims: list[FrameMeta] = []
         slot: int | None = None
         with self._lock:
@@ -206,29 +235,33 @@ class RingBuffer:
                 victims.append(FrameMeta.of(frame))
             else:
                 self._writing += 1
-        if slot is not None:
-            assert self._store is not None
-            dst = self._store[slot]
-            try:
-                np.copyto(dst, frame.image)     # outside the lock: the consumer keeps going
-            except BaseException:
-                with self._lock:                # keep the books straight, then let it propagate
-                    self._writing -= 1
-                    self._captured += 1
-                    self._dropped_overflow += 1
-                    self._free.append(slot)
-                    self._not_full.notify()
-                    self._not_empty.notify_all()
-                self._report(victims + [FrameMeta.of(frame)])
-                raise
-            with self._lock:
-                self._writing -= 1
-                self._captured += 1
-                self._queue.append((slot, dataclasses.replace(frame, image=dst)))
-                self._max_queued = max(self._max_queued, len(self._queue))
-                self._not_empty.notify()
         self._report(victims)
-        return slot is not None
+        return slot
+
+    def slot_view(self, slot: int) -> np.ndarray:
+        """The pixels of ``slot`` (where a reserved frame is written)."""
+        assert self._store is not None
+        return self._store[slot]
+
+    def commit(self, slot: int, frame: Frame) -> None:
+        """Phase two: the pixels are in ``slot``; queue ``frame`` (its image becomes the slot)."""
+        with self._lock:
+            self._writing -= 1
+            self._captured += 1
+            self._queue.append((slot, dataclasses.replace(frame, image=self.slot_view(slot))))
+            self._max_queued = max(self._max_queued, len(self._queue))
+            self._not_empty.notify()
+
+    def abort(self, slot: int, frame: Frame) -> None:
+        """Phase two when the pixels never arrived: the frame counts as dropped (overflow)."""
+        with self._lock:
+            self._writing -= 1
+            self._captured += 1
+            self._dropped_overflow += 1
+            self._free.append(slot)
+            self._not_full.notify()
+            self._not_empty.notify_all()
+        self._report([FrameMeta.of(frame)])
 
     def _take_slot(self, timeout: float | None, cancel: threading.Event | None,
                    victims: list[FrameMeta]) -> int | None:

@@ -60,6 +60,28 @@ class GenICamConfig:
         "frames; those show up as camera frame-id gaps and uninspected stretches.",
         default=8,
     )
+    silent_after_s: float | None = doc(
+        "The camera counts as silent after this long without a frame: from then on the strip "
+        "that passes unseen (at line.speed_m_per_s, in frame lengths, from the last frame on) is "
+        "published as `uninspected` stretches with reason `camera_silent`, and the status says "
+        "so. null: 10 frame periods at the camera's frame rate, at least 0.5 s; a triggered "
+        "camera (trigger_mode true) is then never taken as silent, since it is whenever the "
+        "line stands.",
+        default=None,
+    )
+    reconnect_after_s: float | None = doc(
+        "After this long silent (or at once, when the acquisition process died or failed), "
+        "the camera is reconnected: its acquisition process is replaced by a fresh one, which "
+        "opens and configures the camera anew; again every reconnect_after_s while it stays "
+        "silent. null: never reconnect (a failed acquisition then stops the service with "
+        "status 1, a silent camera stops the systemd watchdog pings).",
+        default=5.0,
+    )
+    reconnect_attempts: int = doc(
+        "Reconnect attempts in a row without a frame before the service stops with status 1 "
+        "(for systemd to restart it). 0: stop at the first reconnect_after_s of silence.",
+        default=3,
+    )
 
     def validate(self, where: str, prefix: str = "source.genicam") -> None:
         if self.index is not None and (self.serial is not None or self.model is not None):
@@ -73,7 +95,9 @@ class GenICamConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 fail(where, f"{prefix}.{key}", f"must be positive, got {value}")
-        for key in ("frame_rate", "exposure_us", "fetch_timeout_s"):
+        if self.reconnect_attempts < 0:
+            fail(where, f"{prefix}.reconnect_attempts", f"must be 0 or more, got {self.reconnect_attempts}")
+        for key in ("frame_rate", "exposure_us", "fetch_timeout_s", "silent_after_s", "reconnect_after_s"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 fail(where, f"{prefix}.{key}", f"must be positive, got {value}")

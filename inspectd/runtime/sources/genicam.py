@@ -12,6 +12,7 @@ always ``destroy`` the acquirer and ``reset`` the harvester (``stop()`` does bot
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import threading
@@ -82,10 +83,38 @@ def resolve_cti(paths: list[str] | list[Path], where: str = "source.genicam.cti"
     return files
 
 
+class _OneLineRecord(logging.Filter):
+    """harvesters logs GenTL errors with ``exc_info`` through its own stderr handler: a
+    multi-line traceback straight into the journal. Its records go through inspectd's
+    logging instead (``propagate``), as one line: the exception's name and message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            if str(exc) not in text:
+                text = f"{text}: {type(exc).__name__}: {exc}"
+        record.msg, record.args = " ".join(text.split()), None
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+def quiet_harvesters_logging() -> None:
+    """Route harvesters' loggers through inspectd's logging, one line per record."""
+    for name in ("harvesters", "harvesters.core"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+        lg.propagate = True
+        if not any(isinstance(f, _OneLineRecord) for f in lg.filters):
+            lg.addFilter(_OneLineRecord())
+
+
 def open_harvester(cti: list[Path]) -> "Harvester":
     """A Harvester with these producers loaded and its device list filled."""
     from harvesters.core import Harvester
 
+    quiet_harvesters_logging()
     h = Harvester()
     try:
         for f in cti:
@@ -304,9 +333,18 @@ class GenICamSource:
         self._started = True
 
     def read(self) -> Frame:
+        with self.grab() as g:
+            g.copy_into(self._staging)
+        return g.frame(self._staging)
+
+    def grab(self) -> "Grab":
+        """Fetch the next buffer and hold it (``read`` without the copy): the caller copies
+        the pixels where it wants them (``copy_into``, one copy into a shared-memory slot)
+        and releases it soon (``with``), or the producer runs out of buffers.
+        Raises ``FrameTimeout`` when no frame came within ``fetch_timeout_s``."""
         from genicam.gentl import TimeoutException
 
-        assert self._ia is not None and self._started, "read() before start()"
+        assert self._ia is not None and self._started, "grab() before start()"
         try:
             buffer = self._ia.fetch(timeout=self.cfg.fetch_timeout_s)
         except TimeoutException:
@@ -314,23 +352,21 @@ class GenICamSource:
             raise FrameTimeout(f"{self.where}: no frame within {self.cfg.fetch_timeout_s:g} s") from None
         except Exception as exc:   # noqa: BLE001 - device gone, producer error: fatal
             raise InspectdError(f"{self.where}: acquisition failed on {self.device.label()}: {_short(exc)}") from None
-        with buffer:   # queues the buffer back on leaving, whatever happens
+        try:
             now_ns, wall_ns = time.monotonic_ns(), time.time_ns()
             fid = self._frame_id(buffer)
             ts = self._timestamp_ns(buffer)
             components = buffer.payload.components
             if not components:
                 raise InspectdError(f"{self.where}: a buffer without image data (payload {buffer.payload_type})")
-            self._copy_out(components[0])
+        except BaseException:
+            buffer.queue()
+            raise
         index = self._advance(fid)
         self._frames += 1
-        return Frame(
-            index=index, image=self._staging, camera=self.camera, capture_ns=now_ns,
-            capture_wall_ns=wall_ns, camera_frame_id=fid, camera_timestamp_ns=ts,
-            strip_position_m=self.position(index) if self.position else None,
-        )
+        return Grab(self, buffer, components[0], index, now_ns, wall_ns, fid, ts)
 
-    def _copy_out(self, comp: Any) -> None:
+    def _copy_out(self, comp: Any, dst: np.ndarray) -> None:
         h, w = int(comp.height), int(comp.width)
         if (h, w) != self.frame_shape[:2]:
             raise InspectdError(
@@ -342,9 +378,9 @@ class GenICamSource:
         if self._bpp > 1:
             pixels = pixels.reshape(h, w, self._bpp)
         if self._conversion is None:
-            np.copyto(self._staging, pixels)
+            np.copyto(dst, pixels)
         else:
-            cv2.cvtColor(pixels, self._conversion, dst=self._staging)
+            cv2.cvtColor(pixels, self._conversion, dst=dst)
 
     def _frame_id(self, buffer: Any) -> int | None:
         if not self._fid_available:
@@ -417,3 +453,39 @@ class GenICamSource:
             "frames": self._frames, "timeouts": self._timeouts, "frame_id_gaps": self._gaps,
             "frames_lost": self._lost, "frame_id_resets": self._resets,
         }
+
+
+class Grab:
+    """A fetched camera buffer, held until ``release`` (or the end of a ``with`` block)."""
+
+    def __init__(self, source: GenICamSource, buffer: Any, component: Any, index: int,
+                 capture_ns: int, capture_wall_ns: int, frame_id: int | None, timestamp_ns: int | None):
+        self.source, self._buffer, self._component = source, buffer, component
+        self.index, self.capture_ns, self.capture_wall_ns = index, capture_ns, capture_wall_ns
+        self.camera_frame_id, self.camera_timestamp_ns = frame_id, timestamp_ns
+
+    def copy_into(self, dst: np.ndarray) -> None:
+        """The pixels, converted to the source's frame format, into ``dst`` (``frame_shape``)."""
+        assert self._buffer is not None, "copy_into() after release()"
+        self.source._copy_out(self._component, dst)
+
+    def frame(self, image: np.ndarray) -> Frame:
+        src = self.source
+        return Frame(
+            index=self.index, image=image, camera=src.camera, capture_ns=self.capture_ns,
+            capture_wall_ns=self.capture_wall_ns, camera_frame_id=self.camera_frame_id,
+            camera_timestamp_ns=self.camera_timestamp_ns,
+            strip_position_m=src.position(self.index) if src.position else None,
+        )
+
+    def release(self) -> None:
+        """Queue the buffer back to the producer; idempotent."""
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            buffer.queue()
+
+    def __enter__(self) -> "Grab":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
