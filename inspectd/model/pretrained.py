@@ -99,7 +99,7 @@ def initialise(model: MultiTaskNet, path: str | Path) -> InitReport:
     if not path.is_file():
         raise InspectdError(f"init: checkpoint {path} not found")
     own = model.state_dict()
-    if is_torch_zip(path):
+    if is_torch_zip(path) or path.suffix in (".pt", ".pth"):
         ck = read_yolov5(path)
         state, tensors, notes = map_yolov5(ck, own, model.cfg)
         model.load_state_dict(state)

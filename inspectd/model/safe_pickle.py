@@ -153,6 +153,9 @@ def load_torch_zip(path: str | Path) -> Any:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise InspectdError(f"checkpoint {path} is damaged or truncated ({exc})") from None
         raise InspectdError(f"checkpoint {path} is not a torch zip archive ({exc}); "
                             "legacy (pre-1.6) torch files are not read") from None
     with archive:

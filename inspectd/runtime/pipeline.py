@@ -47,14 +47,16 @@ _SOURCE_STOP_S = 5.0
 
 
 def check_model_classes(class_names: list[str], seg_class_names: list[str], merge: Any, model: str) -> None:
-    """A model whose classes the config (and the event contract) does not know is refused:
-    its defects would carry names no subscriber expects, judged by no configured rule."""
-    known = set(merge.rules)
-    unknown = [c for c in [*class_names, *seg_class_names[1:]] if c not in known]
-    if unknown:
-        raise InspectdError(
-            f"model {model}: its classes {', '.join(dict.fromkeys(unknown))} are not defect classes this "
-            f"inspectd knows ({', '.join(sorted(known))}); it does not belong to this config")
+    """Any class a model names is judged by its merge rule or ``merge.default``, but the names
+    become fields of the event topics: a model (an ONNX file, say) naming a class that cannot be
+    one is refused. Rules naming classes the model lacks: ``check_rules_against_model``."""
+    from inspectd.configtools import ConfigError
+    from inspectd.model.config import CLASS_NAME
+
+    for c in [*class_names, *seg_class_names[1:]]:
+        if not CLASS_NAME.match(c):
+            raise ConfigError(f"model {model}: class name {c!r} cannot be a field of the event topics "
+                              "(letters, digits, '_', '-' or '.')")
 
 
 @dataclass
@@ -161,6 +163,7 @@ class Pipeline:
             self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
             if self.annotator is not None:
                 self.annotator.seg_class_names = list(self.stage.seg_class_names)
+                self.annotator.class_names = list(self.stage.class_names)
             self.ring = RingBuffer.from_config(cfg.ring, on_drop=self._on_drop,
                                                shape=tuple(self.source.frame_shape))
             if realtime is None:
