@@ -88,7 +88,7 @@ BAD = [
     ("service: {status_interval_s: 0}\n", "service.status_interval_s"),
     ("line: {speed_m_per_s: 0}\n", "line.speed_m_per_s"),
     ("bus: {publish: 'carrier-pigeon://x'}\n", "bus.publish"),
-    ("merge: {rules: {rust: {min_score: 0.5}}}\n", "merge.rules.rust"),
+    ("merge: {rules: {'rust/x': {min_score: 0.5}}}\n", "merge.rules.rust/x"),      # not a class name
     ("inference: {conf_threshold: 1.5}\n", "inference.conf_threshold"),
     ("source: {genicam: {pixel_format: Bayer}}\n", "source.genicam.pixel_format"),
     ("source: [a, b]\n", "source"),                               # a list where a section belongs

@@ -7,9 +7,8 @@ import yaml
 
 from inspectd.configtools import ConfigError, from_mapping
 from inspectd.errors import InspectdError
-from inspectd.runtime.merge import (
-    NEU_CLASSES, ClassRule, MergeConfig, check_rules_against_model, merge_frame, seg_components,
-)
+from inspectd.model.config import NEU_CLASSES
+from inspectd.runtime.merge import ClassRule, MergeConfig, check_rules_against_model, merge_frame, seg_components
 
 DET = list(NEU_CLASSES)             # crazing, inclusion, patches, pitted_surface, rolled-in_scale, scratches
 SEG = ["background", "inclusion", "patches", "scratches"]
@@ -43,24 +42,31 @@ def cfg(**rules) -> MergeConfig:
 
 
 # --- config ---------------------------------------------------------------------------------------
-def test_defaults_cover_every_class_and_lean_to_catching():
+def test_default_rule_covers_any_class_and_leans_to_catching():
     c = MergeConfig()
-    assert sorted(c.rules) == sorted(NEU_CLASSES)
-    for rule in c.rules.values():
-        assert rule.evidence == "either" and rule.min_area_px == 0
+    assert c.rules == {}
+    for name in [*NEU_CLASSES, "blob", "any-class.2"]:      # a model trained on other data too
+        rule = c.rule(name)
+        assert rule is c.default and rule.evidence == "either" and rule.min_area_px == 0
         assert rule.reject_score <= 0.5
 
 
 def test_partial_section_keeps_defaults_for_the_rest():
-    c = from_mapping(MergeConfig, yaml.safe_load("rules: {scratches: {reject_score: 0.6}}"), "f.yaml", "merge")
-    assert c.rules["scratches"].reject_score == 0.6
-    assert c.rules["scratches"].min_score == ClassRule().min_score
-    assert c.rules["crazing"] == ClassRule()
+    c = from_mapping(MergeConfig, yaml.safe_load(
+        "default: {min_score: 0.4, reject_score: 0.5}\nrules: {scratches: {reject_score: 0.6}}"), "f.yaml", "merge")
+    assert c.rule("scratches").reject_score == 0.6
+    assert c.rule("scratches").min_score == ClassRule().min_score       # built-in defaults, not default's
+    assert c.rule("crazing") == c.rule("blob") == ClassRule(min_score=0.4, reject_score=0.5)
 
 
-def test_unknown_class_is_a_config_error_naming_it():
-    with pytest.raises(ConfigError, match=r"f.yaml: merge.rules.scrathces: unknown defect class 'scrathces'"):
-        from_mapping(MergeConfig, {"rules": {"scrathces": {}}}, "f.yaml", "merge")
+def test_rule_names_are_checked_against_the_model_and_the_topic_rules():
+    with pytest.raises(ConfigError, match=r"f.yaml: merge.rules.a/b: a class name is letters"):
+        from_mapping(MergeConfig, {"rules": {"a/b": {}}}, "f.yaml", "merge")
+    c = from_mapping(MergeConfig, {"rules": {"scrathces": {}}}, "f.yaml", "merge")   # the model decides
+    with pytest.raises(ConfigError, match=r"merge: rules.scrathces: the model has no class 'scrathces' "
+                                          r"\(its classes: crazing, inclusion"):
+        check_rules_against_model(c, DET, SEG)
+    check_rules_against_model(cfg(blob={}), ["blob", "streak"], ["background", "blob"])
 
 
 @pytest.mark.parametrize("rule,msg", [
@@ -78,6 +84,12 @@ def test_rules_that_the_model_cannot_meet_are_refused():
     with pytest.raises(InspectdError, match=r"rules.crazing.evidence: 'segmentation' needs segmentation"):
         check_rules_against_model(cfg(crazing={"evidence": "segmentation"}), DET, SEG)
     check_rules_against_model(cfg(crazing={"evidence": "detection"}, patches={"evidence": "both"}), DET, SEG)
+    # The default rule judges the classes rules does not name: it must be met by them too.
+    seg_default = from_mapping(MergeConfig, {"default": {"evidence": "segmentation"}}, "f.yaml", "merge")
+    with pytest.raises(ConfigError, match=r"default.evidence: 'segmentation' needs segmentation.*'crazing'"):
+        check_rules_against_model(seg_default, DET, SEG)
+    seg_default.rules = {c: ClassRule() for c in ("crazing", "pitted_surface", "rolled-in_scale")}
+    check_rules_against_model(seg_default, DET, SEG)
 
 
 # --- segmentation regions -----------------------------------------------------------------------

@@ -22,24 +22,23 @@ from inspectd.runtime.verdict import Verdict
 
 log = structlog.get_logger("inspectd.annotate")
 
-# BGR colours, one per NEU class name; classes not listed get a stable colour from their name.
-CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
-    "crazing": (255, 170, 0),
-    "inclusion": (0, 165, 255),
-    "patches": (255, 0, 255),
-    "pitted_surface": (0, 255, 255),
-    "rolled-in_scale": (255, 255, 0),
-    "scratches": (60, 60, 255),
-}
 OK_COLOUR = (40, 170, 40)
 REJECT_COLOUR = (30, 30, 220)
 
 
-def class_colour(name: str) -> tuple[int, int, int]:
-    if name in CLASS_COLOURS:
-        return CLASS_COLOURS[name]
+def class_colour(name: str, class_names: list[str] | None = None) -> tuple[int, int, int]:
+    """A BGR colour for any class name, the same on every run and machine, saturated and
+    bright so that it stands out on grey steel. With the model's ``class_names``, the hue steps
+    by the golden angle along that list (any number of classes, neighbours far apart); a name
+    outside it gets a hue from a hash of the name."""
     h = hashlib.md5(name.encode()).digest()
-    return (64 + h[0] % 192, 64 + h[1] % 192, 64 + h[2] % 192)
+    if class_names and name in class_names:
+        hue = int((class_names.index(name) * 0.618034) % 1.0 * 180)   # OpenCV's hue runs 0..179
+    else:
+        hue = int.from_bytes(h[:2], "big") % 180
+    hsv = np.array([[[hue, 190 + h[2] % 66, 235]]], np.uint8)
+    b, g, r = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
 
 
 def _to_bgr(image: np.ndarray) -> np.ndarray:
@@ -56,6 +55,7 @@ def draw_verdict(
     label_map: np.ndarray | None = None,
     seg_class_names: list[str] | None = None,
     mask_alpha: float = 0.45,
+    class_names: list[str] | None = None,
 ) -> np.ndarray:
     """A BGR copy of ``image`` with the mask overlay, boxes, labels and the verdict banner."""
     out = _to_bgr(image)
@@ -68,7 +68,7 @@ def draw_verdict(
             if k == 0:
                 continue
             name = seg_class_names[k] if seg_class_names and k < len(seg_class_names) else f"class{k}"
-            overlay[label_map == k] = class_colour(name)
+            overlay[label_map == k] = class_colour(name, class_names)
         cv2.addWeighted(overlay, mask_alpha, out, 1 - mask_alpha, 0, dst=out)
 
     scale = max(0.4, min(w, h) / 600)
@@ -79,7 +79,7 @@ def draw_verdict(
     (bw, bh), bbase = cv2.getTextSize(banner, font, scale * 0.7, thick)
     banner_box = (bw + 12, bh + bbase + 10)      # top-left corner, drawn last so it stays readable
     for d in verdict.defects:
-        colour = class_colour(d.cls)
+        colour = class_colour(d.cls, class_names)
         x1, y1, x2, y2 = (int(round(v)) for v in d.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick + (1 if d.rejects else 0))
         label = f"{d.cls} {d.score:.2f}"
@@ -148,6 +148,7 @@ class Annotator:
     def __init__(self, path: str | Path, fps: float, seg_class_names: list[str] | None = None, depth: int = 8):
         self.sink = VideoSink(path, fps)
         self.seg_class_names = seg_class_names
+        self.class_names: list[str] | None = None       # the model's, for the colours
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._loop, name="annotate", daemon=True)
@@ -172,7 +173,8 @@ class Annotator:
                 continue   # keep draining so that submit() never blocks forever
             try:
                 image, verdict, label_map = item
-                self.sink.write(draw_verdict(image, verdict, label_map, self.seg_class_names))
+                self.sink.write(draw_verdict(image, verdict, label_map, self.seg_class_names,
+                                             class_names=self.class_names))
             except BaseException as exc:  # noqa: BLE001 - handed to the pipeline as a fatal error
                 self.error = exc
 

@@ -12,6 +12,9 @@ false reject costs a look at the strip: every class accepts evidence from *eithe
 branch, reporting and reject thresholds are low, and any area rejects. Classes the model
 cannot segment (in the NEU model: crazing, pitted surface, rolled-in scale) simply never
 get segmentation evidence, so ``either`` means detection for them.
+
+The class names are the model's (a model trained on a plant's own data names its own): the
+``default`` rule judges every class that ``rules`` does not name.
 """
 from __future__ import annotations
 
@@ -21,17 +24,10 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 
-from inspectd.configtools import doc, fail
-from inspectd.errors import InspectdError
+from inspectd.configtools import ConfigError, doc, fail
+from inspectd.model.config import CLASS_NAME
 from inspectd.runtime.tiling import box_area, pairwise_intersection
 from inspectd.runtime.verdict import Defect, Status
-
-try:  # the canonical class list lives with the model; fall back if it moves
-    from inspectd.model.config import NEU_CLASSES as _NEU
-except ImportError:  # pragma: no cover
-    _NEU = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
-
-NEU_CLASSES: list[str] = list(_NEU)
 
 Evidence = Literal["detection", "segmentation", "either", "both"]
 
@@ -76,17 +72,18 @@ class ClassRule:
                 fail(where, p + name, f"must be >= 0, got {getattr(self, name)!r}")
 
 
-def _default_rules() -> dict[str, ClassRule]:
-    return {name: ClassRule() for name in NEU_CLASSES}
-
-
 @dataclass
 class MergeConfig:
+    default: ClassRule = doc(
+        "The rule for every class that `rules` does not name: any class of any model, whatever "
+        "data it was trained on.", default_factory=ClassRule)
     rules: dict[str, ClassRule] = doc(
-        "One rule per defect class, keyed by the class names of shared/data/neu (crazing, "
-        "inclusion, patches, pitted_surface, rolled-in_scale, scratches). A class left out keeps "
-        "the default rule; keys left out of a rule keep their defaults.",
-        default_factory=_default_rules)
+        "Rules for single classes, keyed by the model's class names (the shipped model's: crazing, "
+        "inclusion, patches, pitted_surface, rolled-in_scale, scratches). A class left out follows "
+        "`default`; keys left out of a rule take the built-in defaults listed here, not "
+        "`default`'s. A rule naming a class the model does not have is an error when the model "
+        "is loaded (`inspectd check-config` reports it too).",
+        default_factory=dict)
     match_overlap: float = doc(
         "A segmented region and a detection of the same class are one defect when their boxes' "
         "intersection covers at least this fraction of the smaller box.", default=0.3)
@@ -94,18 +91,16 @@ class MergeConfig:
     def validate(self, where: str, prefix: str = "") -> None:
         p = f"{prefix}." if prefix else ""
         for name in self.rules:
-            if name not in NEU_CLASSES:
+            if not CLASS_NAME.match(name):
                 fail(where, f"{p}rules.{name}",
-                     f"unknown defect class {name!r} (known: {', '.join(NEU_CLASSES)})")
-        for name in NEU_CLASSES:     # a partial section keeps the defaults for the rest
-            self.rules.setdefault(name, ClassRule())
+                     "a class name is letters, digits, '_', '-' or '.' (the model's class names)")
         if not 0.0 < self.match_overlap <= 1.0:
             fail(where, p + "match_overlap", f"expected a fraction in (0, 1], got {self.match_overlap!r}")
 
     def rule(self, name: str) -> ClassRule:
-        """The rule for class ``name``; a class the config cannot name gets the default rule."""
+        """The rule for class ``name``: its own, else ``default``."""
         r = self.rules.get(name)
-        return r if r is not None else ClassRule()
+        return r if r is not None else self.default
 
 
 @dataclass(slots=True)
@@ -279,14 +274,23 @@ def _box(b: np.ndarray) -> tuple[float, float, float, float]:
 
 def check_rules_against_model(config: MergeConfig, class_names: Sequence[str],
                               seg_class_names: Sequence[str], where: str = "merge") -> None:
-    """Refuse rules that can never be met by this model: segmentation evidence for a class
-    the model does not segment would silently never report that class."""
-    for name, rule in config.rules.items():
+    """Refuse rules that can never be met by this model: a rule for a class the model does not
+    have (a typo, or a config meant for another model), and segmentation evidence for a class
+    the model does not segment, which would silently never report that class."""
+    known = list(dict.fromkeys([*class_names, *seg_class_names[1:]]))
+    for name in config.rules:
+        if name not in known:
+            raise ConfigError(f"{where}: rules.{name}: the model has no class {name!r} "
+                              f"(its classes: {', '.join(known)})")
+    for name in known:
+        rule = config.rule(name)
+        key = f"rules.{name}" if name in config.rules else "default"
+        for_name = "" if name in config.rules else f" (for class {name!r}, which rules does not name)"
         if rule.evidence in ("segmentation", "both") and name not in seg_class_names:
-            raise InspectdError(
-                f"{where}: rules.{name}.evidence: {rule.evidence!r} needs segmentation, but the model "
-                f"segments only {', '.join(seg_class_names[1:]) or 'nothing'}; use 'detection' or 'either'")
+            raise ConfigError(
+                f"{where}: {key}.evidence: {rule.evidence!r} needs segmentation, but the model "
+                f"segments only {', '.join(seg_class_names[1:]) or 'nothing'}{for_name}; use 'detection' or 'either'")
         if rule.evidence in ("detection", "both") and name not in class_names:
-            raise InspectdError(
-                f"{where}: rules.{name}.evidence: {rule.evidence!r} needs detection, but the model "
+            raise ConfigError(
+                f"{where}: {key}.evidence: {rule.evidence!r} needs detection, but the model "
                 f"does not detect {name!r}")
