@@ -100,3 +100,24 @@ class TrainConfig:
 
 def load_train_config(path: str) -> TrainConfig:
     return from_mapping(TrainConfig, load_yaml(path), str(path))
+
+
+def scale_epochs(cfg: TrainConfig, factor: float) -> None:
+    """Every stage's epochs (at least one) and warm-up (at most half the stage) times ``factor``."""
+    for s in cfg.stages:
+        s.epochs = max(1, round(s.epochs * factor))
+        s.warmup_epochs = min(s.warmup_epochs * factor, s.epochs / 2)
+
+
+def set_total_epochs(cfg: TrainConfig, total: int) -> None:
+    """Scale the stages to ``total`` epochs in all (at least one each), in proportion."""
+    before = [s.epochs for s in cfg.stages]
+    quota = [e * total / sum(before) for e in before]
+    epochs = [max(1, int(q)) for q in quota]
+    while sum(epochs) > total:                    # the floor of one epoch per stage overshot
+        epochs[max((i for i in range(len(epochs)) if epochs[i] > 1), key=lambda i: epochs[i] - quota[i])] -= 1
+    while sum(epochs) < total:                    # largest remainders first
+        epochs[max(range(len(epochs)), key=lambda i: quota[i] - epochs[i])] += 1
+    for s, b, e in zip(cfg.stages, before, epochs):
+        s.epochs = e
+        s.warmup_epochs = min(s.warmup_epochs * e / b, e / 2)

@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from inspectd.configtools import to_mapping
+from inspectd.configtools import ConfigError, to_mapping
 from inspectd.data.augment import Augment
-from inspectd.data.layout import DataLayout, load_raws, open_layout
+from inspectd.data.layout import DataError, DataLayout, load_raws, open_layout
 from inspectd.data.samples import DefectDataset, build_sample, collate
 from inspectd.errors import InspectdError
 from inspectd.model.checkpoint import save_checkpoint
@@ -100,19 +100,27 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         from inspectd.evaluation import resolve_device
 
-        self.device = resolve_device(cfg.device)
-        self.layout: DataLayout = open_layout(cfg.data.root, "data.root")
-        self.train_stems = train_stems or self.layout.items("train", cfg.data.train)
-        self.val_stems = val_stems if val_stems is not None else self.layout.items("val", cfg.data.val)
+        try:
+            self.device = resolve_device(cfg.device)
+        except InspectdError as exc:
+            raise ConfigError(f"device: {exc}") from None
         mcfg = load_preset(cfg.model)
         if cfg.model_overrides:
             merged = {**mcfg.to_dict(), **cfg.model_overrides}
             mcfg = type(mcfg).from_dict(merged, f"model_overrides for {cfg.model}")
-        # The classes are the data's; the segmentation head gets the classes its masks cover.
-        class_names = self.layout.class_names()
-        train_raws = load_raws(self.layout, self.train_stems, class_names, mcfg.in_channels)
-        val_raws = load_raws(self.layout, self.val_stems, class_names, mcfg.in_channels)
-        masked = self.layout.masked_classes()
+        try:
+            self.layout: DataLayout = open_layout(cfg.data.root, "data.root")
+            self.train_stems = train_stems or self.layout.items("train", cfg.data.train)
+            self.val_stems = val_stems if val_stems is not None else self.layout.items("val", cfg.data.val)
+            # The classes are the data's; the segmentation head gets the classes its masks cover.
+            class_names = self.layout.class_names()
+            train_raws = load_raws(self.layout, self.train_stems, class_names, mcfg.in_channels)
+            val_raws = load_raws(self.layout, self.val_stems, class_names, mcfg.in_channels)
+            masked = self.layout.masked_classes()
+        except ConfigError:
+            raise
+        except InspectdError as exc:
+            raise DataError(str(exc)) from None
         mcfg = mcfg.replace(class_names=list(class_names),
                             seg_class_names=["background", *(c for c in class_names if c in masked)])
         self.model_cfg = mcfg
