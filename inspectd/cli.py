@@ -33,10 +33,21 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+# The one rule for exit statuses (inspectd.errors, docs/cli.md), under every command's --help.
+EXIT_STATUS_HELP = (
+    "exit status: 0 done; 1 failure at run time (camera lost or not found, address in use, "
+    "disk full: systemd restarts the service); 2 usage error (the command line, or a file one "
+    "of its arguments names); 78 configuration error (the config file, a value in it, or a "
+    "file or device it names: model, recording, GenTL producer, keys, GPU; the systemd units "
+    "do not restart on it)."
+)
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inspectd",
         description="Real-time surface-defect inspection for hot-rolled steel strip.",
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument("--version", action="version", version=f"inspectd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,6 +64,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                     f"command {name!r} needs the Python package {exc.name!r}; install it with pip"
                 ) from exc
             mod.register(sub)
+            cmd = sub.choices[name]
+            cmd.epilog = f"{cmd.epilog}\n\n{EXIT_STATUS_HELP}" if cmd.epilog else EXIT_STATUS_HELP
         else:
             # Cheap placeholder so `inspectd --help` lists every command.
             sub.add_parser(name, help=help_text, add_help=False)

@@ -17,20 +17,9 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
-from inspectd.errors import InspectdError
+from inspectd.errors import ConfigError, InspectdError  # noqa: F401 - ConfigError is imported from here too
 
 T = TypeVar("T")
-
-
-class ConfigError(InspectdError):
-    """The config itself is wrong (unreadable, unknown key, bad value).
-
-    Exit status 78 (EX_CONFIG, as systemd names it): restarting cannot fix it, so the unit's
-    ``RestartPreventExitStatus=78`` stops the restart loop while other failures (a camera not
-    found yet, a missing model file while a deployment copies it) are retried.
-    """
-
-    exit_code = 78
 
 
 def fail(where: str, key: str, message: str) -> typing.NoReturn:

@@ -164,7 +164,7 @@ def test_check_config_exit_codes(tmp_path):
                          (f"source: {{path: {bad}}}\ninference: {{model: {model}}}\n", "cannot be opened")]:
         good.write_text(text)
         r = _check(good)
-        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.returncode == 78 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert _check(tmp_path / "nope.yaml").returncode == 78
     h = subprocess.run([*INSPECTD, "check-config", "--help"], capture_output=True, text=True, timeout=60)
     assert h.returncode == 0 and "No camera is opened" in " ".join(h.stdout.split())

@@ -35,9 +35,12 @@ def test_unit_has_what_the_service_relies_on(name):
     assert one["Service.Type"] == "notify" and one["Service.NotifyAccess"] == "main"
     assert one["Service.WatchdogSec"] == "10" and one["Service.Restart"] == "on-failure"
     assert one["Service.KillSignal"] == "SIGTERM"
-    # An invalid config exits with ConfigError's status, which must stop the restart loop.
-    from inspectd.configtools import ConfigError
-    assert one["Service.RestartPreventExitStatus"] == str(ConfigError.exit_code) == "78"
+    # A wrong config (78) or command line (2) must stop the restart loop; a failure at run
+    # time (1) must not (inspectd.errors has the rule).
+    from inspectd.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE, ConfigError, RunError, UsageError
+    prevent = set(one["Service.RestartPreventExitStatus"].split())
+    assert prevent == {str(EXIT_CONFIG), str(EXIT_USAGE)} == {str(ConfigError.exit_code), str(UsageError.exit_code)}
+    assert str(EXIT_FAILURE) == str(RunError.exit_code) not in prevent
     assert one["Service.DynamicUser"] == "yes" and one["Service.NoNewPrivileges"] == "yes"
     assert one["Service.CapabilityBoundingSet"] == ""
     assert one["Service.ProtectSystem"] == "strict"

@@ -8,6 +8,19 @@ from inspectd.config import CAMERA_ID, DaemonConfig
 from inspectd.errors import InspectdError
 
 
+# Config keys that a command-line option of run/replay may set, and the option.
+OPTION_KEYS = {"camera": "--camera", "bus.publish": "--publish", "inference.model": "--model"}
+
+
+def given_options(args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """{config key: option} for the options given: a check that fails on such a key blames
+    the command line (exit 2), not the config file (exit 78)."""
+    given = {key: f"{opt} {getattr(args, opt[2:])}" for key, opt in OPTION_KEYS.items()
+             if getattr(args, opt[2:], None) is not None}
+    given.update(extra)
+    return given
+
+
 def apply_common_overrides(cfg: DaemonConfig, args: argparse.Namespace) -> None:
     """--camera, --publish, --model: command-line values win over the config file."""
     camera = getattr(args, "camera", None)

@@ -17,7 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "WATCHDOG and STOPPING over NOTIFY_SOCKET. A recording as the source is paced at its "
             "frame rate, like a camera, and ends the service at its end unless source.loop is set. "
             "SIGTERM or SIGINT: stop acquiring, finish the frames in flight, publish their "
-            "verdicts, exit 0; a fatal error exits non-zero so that systemd restarts the service."
+            "verdicts, exit 0. Before it starts it makes the checks of `inspectd check-config`: a "
+            "wrong config (or a file or device it names: model, recording, GenTL producer, GPU) "
+            "exits 78, which the systemd units do not restart; a failure while running (camera "
+            "lost or not found, address in use) exits 1, so that systemd restarts the service."
         ),
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the daemon config (YAML); see docs/config.md")
@@ -31,9 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspectd.commands.options import apply_common_overrides
+    from inspectd.commands.options import apply_common_overrides, given_options
     from inspectd.config import load_config
+    from inspectd.errors import ConfigError, InspectdError, RunError
     from inspectd.logging_setup import configure_logging
+    from inspectd.runtime.preflight import preflight
 
     cfg = load_config(args.config)
     apply_common_overrides(cfg, args)
@@ -42,12 +47,21 @@ def run(args: argparse.Namespace) -> int:
     if args.log_level:
         cfg.log.level = args.log_level
     configure_logging(cfg.log, fields={"camera": cfg.camera})
+    # What check-config checks, by the same code: a config error exits 78 before anything starts.
+    checked = preflight(cfg, args.config, given_options(args))
 
     from inspectd.runtime.pipeline import Pipeline
 
-    # A recording (kind video/folder) is paced at its frame rate, like the camera it stands in for.
-    pipeline = Pipeline(cfg, realtime=None)
+    try:
+        # A recording (kind video/folder) is paced at its frame rate, like the camera it stands in for.
+        pipeline = Pipeline(cfg, realtime=None, source=checked.source, backend=checked.backend)
+    except (ConfigError, RunError):
+        raise
+    except InspectdError as exc:
+        # Left after the checks: opening the camera, binding the socket. A restart may cure those.
+        raise RunError(str(exc)) from None
     result = pipeline.run()
     # A fatal error has been logged once by the pipeline (as JSON in the journal); the exit
-    # code (1, or 2 for an input error) makes systemd restart the service.
+    # code (1, or 78 for a configuration error found only at run time) tells systemd whether
+    # a restart can help.
     return result.exit_code

@@ -59,11 +59,18 @@ class InitReport:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        head = f"# Initial weights\n\nFrom `{self.source}` ({self.kind}"
+        kind = "YOLOv5" if self.kind == "yolov5" else "inspectd"
+        head = f"# Initial weights\n\nFrom `{self.source}` ({kind} checkpoint"
         if self.meta.get("preset"):
             head += f", {self.meta['preset']}, {self.meta.get('classes')} classes, saved {self.meta.get('date')}"
         head += ").\nCells: tensors (values); BatchNorm running statistics count as tensors.\n"
-        adapted = [f"- `{t.name}` <- `{t.source}`: {t.note}" for t in self.tensors if t.status == "adapted"]
+        by_note: dict[str, list[TensorInit]] = {}
+        for t in self.tensors:
+            if t.status == "adapted":
+                by_note.setdefault(t.note, []).append(t)
+        adapted = [f"- `{ts[0].name}` <- `{ts[0].source}`: {note}" if len(ts) == 1 else
+                   f"- {len(ts)} tensors, `{ts[0].name}` ... `{ts[-1].name}` <- `{ts[0].source}` ... "
+                   f"`{ts[-1].source}`: {note}" for note, ts in by_note.items()]
         body = [head, self.table(), ""]
         if adapted:
             body += ["Adapted:", *adapted, ""]
@@ -106,6 +113,8 @@ def initialise(model: MultiTaskNet, path: str | Path) -> InitReport:
         meta = {"preset": ck.preset, "depth_multiple": ck.depth_multiple, "width_multiple": ck.width_multiple,
                 "classes": int(ck.yaml.get("nc", len(ck.names))), "date": ck.date, "weights_from": ck.entry,
                 "source_tensors": len(ck.state), "sha256": _sha256(path)}
+        notes.append("licence: YOLOv5's weights are GPL-3.0; a model trained from them is derived from "
+                     "them (say so, with the licence, wherever it is shipped)")
         return InitReport(str(path), "yolov5", tensors, notes, meta)
     from inspectd.model.checkpoint import load_checkpoint
     loaded, _ = load_checkpoint(path, expected=model.cfg)

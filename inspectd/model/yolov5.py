@@ -202,8 +202,8 @@ def map_yolov5(ck: YoloV5Checkpoint, own: dict[str, torch.Tensor],
                                     f"({na * no_src}, {', '.join(map(str, target.shape[1:]))}) for {nc_src} classes")
             tv = target.view(na, no, *target.shape[1:])
             tv[:, :5] = v.view(na, no_src, *v.shape[1:])[:, :5]
-            inits[dst] = TensorInit(dst, "adapted", src, f"box+objectness rows kept (5 per anchor); "
-                                    f"{cfg.num_classes} class rows new (class-prior bias), {nc_src} COCO class rows dropped",
+            inits[dst] = TensorInit(dst, "adapted", src, f"box+objectness rows kept (5 per anchor); class rows new for the "
+                                    f"{cfg.num_classes} classes (class-prior bias), the {nc_src} COCO class rows dropped",
                                     target.numel())
             continue
         if layer == 0 and rest == "conv.weight" and v.shape[1] == 3 and target.shape[1] == 1:

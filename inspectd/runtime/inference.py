@@ -123,6 +123,16 @@ class InferenceConfig:
             fail(where, p + "pad_value", f"expected a grey level 0..255, got {self.pad_value}")
 
 
+def check_tile_overlap(cfg: InferenceConfig, input_size: tuple[int, int]) -> tuple[int, int]:
+    """The model's tile size; an error if the configured overlap leaves no stride."""
+    th, tw = (int(s) for s in input_size)
+    if cfg.tile_overlap_px >= min(th, tw):
+        raise InspectdError(
+            f"inference.tile_overlap_px: {cfg.tile_overlap_px} must be less than the model input "
+            f"size {th}x{tw}")
+    return th, tw
+
+
 @dataclass(slots=True)
 class _SizeState:
     """Everything that depends only on the frame's shape, built once per shape."""
@@ -214,11 +224,7 @@ class InferenceStage:
         self.backend = backend
         self.cfg = cfg
         self.merge = merge
-        th, tw = (int(s) for s in backend.input_size)
-        if cfg.tile_overlap_px >= min(th, tw):
-            raise InspectdError(
-                f"inference.tile_overlap_px: {cfg.tile_overlap_px} must be less than the model input "
-                f"size {th}x{tw}")
+        th, tw = check_tile_overlap(cfg, backend.input_size)
         self.tile_size = (th, tw)
         self.class_names = list(backend.class_names)
         self.seg_class_names = list(backend.seg_class_names)

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import structlog
 
 from inspectd.config import DaemonConfig
-from inspectd.errors import InspectdError
+from inspectd.errors import EXIT_FAILURE, ConfigError, InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.notify import Notifier
 from inspectd.runtime.ringbuffer import RingBuffer
@@ -571,7 +571,9 @@ class Pipeline:
         error = self._errors[0][1] if self._errors else None
         code = 0
         if error is not None:
-            code = error.exit_code if isinstance(error, InspectdError) else 1
+            # At run time only a configuration error found late (a ring too big for memory
+            # once the camera's frame size is known) is 78; everything else is a failure (1).
+            code = error.exit_code if isinstance(error, ConfigError) else EXIT_FAILURE
         elif not ok:
             code = 1
         return PipelineResult(exit_code=code, reason="error" if error else reason, counters=final, error=error)

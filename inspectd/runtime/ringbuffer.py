@@ -38,6 +38,9 @@ from inspectd.configtools import doc, fail
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 
+# Bookkeeping per slot besides the frame itself (free list entries, ints): about this much.
+_SLOT_OVERHEAD = 64
+
 # How often a waiting put() looks at its cancel event: short enough for a prompt stop,
 # long enough not to spin.
 _CANCEL_POLL_S = 0.05
@@ -138,6 +141,8 @@ class RingBuffer:
         if slots < 1:
             raise InspectdError(f"ring buffer: slots must be at least 1, got {slots}")
         self.slots = int(slots)
+        # Before the slot lists are built: a billion slots must be an error, not the OOM killer.
+        check_ring_memory(self.slots, tuple(shape) if shape is not None else (0,), dtype)
         self.policy = OverflowPolicy(policy)
         self.on_drop = on_drop
         self.block_timeout_s = block_timeout_s
@@ -180,6 +185,7 @@ class RingBuffer:
     def _allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)):
             raise InspectdError(f"ring buffer: frame shape {shape} is not H x W or H x W x 3")
+        check_ring_memory(self.slots, shape, dtype)    # a one-line error, not the OOM killer
         self._store = np.empty((self.slots, *shape), dtype=dtype)
         # Touch every page now so the first frames do not pay for page faults.
         self._store.fill(0)
@@ -370,6 +376,20 @@ class RingBuffer:
         if self.on_drop is not None:
             for meta in victims:
                 self.on_drop(meta)
+
+
+def check_ring_memory(slots: int, shape: tuple[int, ...], dtype: np.dtype | type = np.uint8,
+                      where: str = "") -> int:
+    """The bytes ``slots`` frames of ``shape`` take; ConfigError (exit 78) naming ``ring.slots``
+    if they cannot fit in the memory available (``inspectd.runtime.memory``)."""
+    from inspectd.runtime.memory import check_fits
+
+    frame_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    total = int(slots) * (frame_bytes + _SLOT_OVERHEAD)
+    what = (f"{slots} slots x {frame_bytes} bytes ({_describe(shape, dtype)} frames)" if frame_bytes
+            else f"{slots} slots (before the frame size is known)")
+    check_fits(total, what, "ring.slots", where)
+    return total
 
 
 def _describe(shape: tuple[int, ...], dtype: np.dtype) -> str:

@@ -1,0 +1,169 @@
+"""Everything ``run`` checks before it opens the camera and binds the socket.
+
+``inspectd check-config`` is this alone; ``run`` and ``replay`` call the same function and
+hand what it built (the opened recording, the loaded model) to the pipeline, so a config
+that passes ``check-config`` does not fail at start for a reason it could have found:
+
+- the source: a recording is opened and its first frame decoded; a camera's GenTL producers
+  (.cti) must exist and be GenTL producers (the camera itself is not opened);
+- the model: the backend is built as ``run`` builds it (metadata read, weights loaded and
+  matched against it, the device there: ``device: cuda`` without a GPU fails here);
+- the model against the config: its classes against the merge rules, its input size against
+  ``inference.tile_overlap_px``;
+- sizes against memory: ``ring.slots`` (and a camera's buffers) times the frame size;
+- the bus's CurveZMQ keys.
+
+Where the bad value came from decides the error: from the config file (or a file it names)
+a ``ConfigError`` (exit 78) naming the file and the key; from a command-line option that
+stands in for a key (``--model``, ``replay FILE``) a ``UsageError`` (exit 2) naming the option.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+from inspectd.errors import ConfigError, InspectdError, UsageError
+
+if TYPE_CHECKING:
+    from inspectd.backends.base import Backend
+    from inspectd.config import DaemonConfig
+    from inspectd.runtime.sources import Source
+
+# A message that starts with a config key ("inference.device: ...") names its own key.
+_LEADING_KEY = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_\-]+)*)([: ])")
+_SECTIONS = ("camera", "source", "line", "ring", "inference", "merge", "bus", "log", "service")
+
+
+@dataclass
+class Preflight:
+    """What the checks built: ``run`` hands ``source`` and ``backend`` to the pipeline;
+    ``check-config`` prints ``report`` and calls ``close``."""
+
+    backend: "Backend"
+    source: "Source | None"                    # an opened recording; None for a camera (not opened)
+    frame_shape: tuple[int, ...] | None        # None: a camera that keeps its own size
+    report: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        for obj, method in ((self.source, "stop"), (self.backend, "close")):
+            fn = getattr(obj, method, None)
+            if callable(fn):
+                fn()
+
+
+class _Blame:
+    """Turns an ``InspectdError`` from one check into a config or usage error."""
+
+    def __init__(self, where: str, given: dict[str, str]):
+        self.where = where
+        self.given = given
+
+    @contextmanager
+    def on(self, key: str, *, message_names_key: bool = True) -> Iterator[None]:
+        try:
+            yield
+        except InspectdError as exc:
+            raise self.error(str(exc), key, message_names_key) from None
+
+    def error(self, msg: str, key: str, message_names_key: bool = True) -> InspectdError:
+        m = _LEADING_KEY.match(msg)
+        names = m is not None and m.group(1).split(".")[0] in _SECTIONS \
+            and ("." in m.group(1) or m.group(2) == ":")
+        if names and message_names_key:
+            key = m.group(1)
+        option = self.given.get(key)
+        if option is not None:
+            return UsageError(f"{option}: {msg[m.end():].lstrip() if names and m.group(2) == ':' else msg}")
+        return ConfigError(f"{self.where}: {msg}" if names else f"{self.where}: {key}: {msg}")
+
+
+def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = None) -> Preflight:
+    """Run every check ``run`` makes short of opening the camera and binding the socket.
+
+    ``where`` names the config (its file, or "the built-in defaults"); ``given`` maps the
+    config keys that the command line set to the option that set them
+    (``{"inference.model": "--model"}``). On success the recording (if any) is open and the
+    model loaded: pass them on, or ``close()`` the result.
+    """
+    blame = _Blame(where, given or {})
+    report: list[str] = []
+    source = backend = None
+    try:
+        with blame.on("source.path" if cfg.source.kind != "genicam" else "source.genicam.cti"):
+            source, shape, line = _check_source(cfg)
+        report.append(f"source: {line}")
+        with blame.on("inference.model"):
+            from inspectd.backends import create_backend
+            backend = create_backend(cfg.inference)
+        class_names = list(backend.class_names)
+        seg_names = list(backend.seg_class_names)
+        # A mismatch of model and rules is the model's fault when the command line chose it.
+        with blame.on("inference.model", message_names_key="inference.model" not in blame.given):
+            from inspectd.runtime.merge import check_rules_against_model
+            from inspectd.runtime.pipeline import check_model_classes
+            check_model_classes(class_names, seg_names, cfg.merge, str(cfg.inference.model or "(the shipped model)"))
+            check_rules_against_model(cfg.merge, class_names, seg_names)
+        with blame.on("inference.tile_overlap_px"):
+            from inspectd.runtime.inference import check_tile_overlap
+            th, tw = check_tile_overlap(cfg.inference, backend.input_size)
+        report.append(f"model: {cfg.inference.model or '(the shipped model)'} on {getattr(backend, 'name', '?')}, "
+                      f"{th}x{tw} tiles, classes {', '.join(class_names) or 'unknown'}")
+        report.append(_check_memory(cfg, shape, blame))
+        with blame.on("bus.curve"):
+            report.append(f"publish: {_check_bus(cfg)}")
+    except BaseException:
+        for obj, method in ((source, "stop"), (backend, "close")):
+            fn = getattr(obj, method, None)
+            if callable(fn):
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+        raise
+    return Preflight(backend=backend, source=source, frame_shape=shape, report=report)
+
+
+def _check_source(cfg: "DaemonConfig") -> tuple[Any, tuple[int, ...] | None, str]:
+    src = cfg.source
+    if src.kind in ("video", "folder"):
+        from inspectd.runtime.sources import open_source
+        source = open_source(src, cfg.camera, None)      # opens the file, decodes the first frame
+        shape = tuple(int(s) for s in source.frame_shape)
+        h, w = shape[:2]
+        fps = f", {source.nominal_fps:g} fps" if source.nominal_fps else ""
+        return source, shape, f"{src.kind} {src.path} ({w}x{h} {'BGR' if len(shape) == 3 else 'Mono8'}{fps})"
+    from inspectd.runtime.sources.genicam import resolve_cti
+    ctis = resolve_cti(list(src.genicam.cti))           # each must load and be a GenTL producer
+    g = src.genicam
+    shape = None
+    if g.width is not None and g.height is not None:
+        shape = (g.height, g.width) if src.channels == 1 else (g.height, g.width, 3)
+    return None, shape, f"genicam camera via {', '.join(map(str, ctis))} (not opened)"
+
+
+def _check_memory(cfg: "DaemonConfig", shape: tuple[int, ...] | None, blame: _Blame) -> str:
+    from inspectd.runtime.memory import check_fits, human
+    from inspectd.runtime.ringbuffer import check_ring_memory
+
+    with blame.on("ring.slots"):
+        ring = check_ring_memory(cfg.ring.slots, shape if shape is not None else (0,))
+    line = f"ring: {cfg.ring.slots} slots, policy {cfg.ring.policy.value}"
+    if shape is None:
+        return line + " (frame size: the camera's, checked when it opens)"
+    if cfg.source.kind == "genicam":
+        # The producer's buffers hold raw frames (up to 4 bytes a pixel for the colour formats).
+        n = cfg.source.genicam.buffers
+        raw = shape[0] * shape[1] * 4
+        with blame.on("source.genicam.buffers"):
+            check_fits(n * raw, f"{n} camera buffers x {raw} bytes", "source.genicam.buffers")
+    return line + f", {human(ring)}"
+
+
+def _check_bus(cfg: "DaemonConfig") -> str:
+    curve = cfg.bus.curve
+    if curve.enabled:
+        from inspectd.bus.curve import CurveServer
+        CurveServer.load(curve.server_secret_key, curve.allowed_clients_dir, "bus.curve")
+    return cfg.bus.publish or "no socket (bus.publish is null)"
