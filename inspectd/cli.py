@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("subscribe", "subscribe", "print the events of a publisher live"),
     ("keys", "keys", "make CurveZMQ key pairs"),
     ("proxy", "proxy", "forward several publishers to one address (XSUB to XPUB)"),
+    ("coil", "coil", "tell a running daemon that a coil starts or ends"),
     ("bench", "bench", "measure model, inference stage and full pipeline speed"),
     ("store", "store", "keep every event of the bus in SQLite or PostgreSQL"),
     ("web", "web", "serve the plant's pages (line, coils, gallery) from the store's database"),

@@ -17,10 +17,12 @@ from typing import Any, Literal
 
 from inspectd.bus.config import BusConfig
 from inspectd.configtools import doc, fail, from_mapping, load_yaml
+from inspectd.control.config import ControlConfig
 from inspectd.line import LineConfig
 from inspectd.logging_setup import LogConfig
 from inspectd.runtime.inference import InferenceConfig
 from inspectd.runtime.merge import MergeConfig
+from inspectd.runtime.periodic import PeriodicConfig
 from inspectd.runtime.ringbuffer import RingConfig
 from inspectd.runtime.sources.config import SourceConfig
 
@@ -75,6 +77,15 @@ class ServiceConfig:
 
 
 @dataclass
+class AlarmsConfig:
+    periodic: PeriodicConfig = doc(
+        "Periodic defects: the same mark repeating at a constant pitch at one cross position "
+        "(a damaged roll). Raises `alarm` events (docs/events.md#alarm).",
+        default_factory=PeriodicConfig,
+    )
+
+
+@dataclass
 class DaemonConfig:
     camera: str = doc(
         "Identifier of this camera: it names the process's events on the bus and its log lines. "
@@ -89,6 +100,10 @@ class DaemonConfig:
     merge: MergeConfig = doc("How detections and segmentation become defects and a verdict.",
                              default_factory=MergeConfig)
     bus: BusConfig = doc("The ZeroMQ event bus.", default_factory=BusConfig)
+    control: ControlConfig = doc("The control socket: the line says when coils start and end.",
+                                 default_factory=ControlConfig)
+    alarms: AlarmsConfig = doc("Alarms raised from the defects as they are published.",
+                               default_factory=AlarmsConfig)
     log: LogConfig = doc("Logging.", default_factory=LogConfig)
     service: ServiceConfig = doc("Process supervision: systemd notify, watchdog, shutdown.",
                                  default_factory=ServiceConfig)

@@ -95,7 +95,7 @@ def test_the_schema_rejects_what_is_not_a_valid_message():
     bad = [
         {k: v for k, v in good.items() if k != "seq"},
         {**good, "status": "maybe"},
-        {**good, "schema": 2},
+        {**good, "schema": 1},                 # the previous version
         {**good, "surprise": 1},
         {**good, "defects": [{**good["defects"][0], "class": "rust"}]},
         {**good, "kind": "defect"},
@@ -207,7 +207,8 @@ def test_heartbeats_reveal_the_loss_of_a_kinds_last_messages():
     covers = lambda kind, camera: kind in ("verdict", "heartbeat")  # noqa: E731 - e.g. verdict/cam0/ + heartbeat/cam0/
     t = GapTracker("kind_seq", covers)
     first_hb = enc.heartbeat()
-    assert first_hb["next_kind_seq"] == {"verdict": 0, "defect": 0, "uninspected": 0, "heartbeat": 1, "status": 0}
+    assert first_hb["next_kind_seq"] == {"verdict": 0, "defect": 0, "uninspected": 0, "heartbeat": 1, "status": 0,
+                                          "coil_start": 0, "coil_end": 0, "alarm": 0}
     assert t.feed(first_hb) == ([], False)                  # sets the baseline: verdicts from 0 on
     assert t.feed(enc.verdict(verdict(0))) == ([], False)
     enc.verdict(verdict(1))                                  # lost

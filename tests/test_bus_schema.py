@@ -13,6 +13,8 @@ from inspectd.bus.messages import KINDS, EventEncoder
 from inspectd.bus.publisher import EventPublisher
 from inspectd.bus.subscriber import EventSubscriber
 from inspectd.line import LineConfig
+from inspectd.runtime.frame import CoilMark
+from inspectd.runtime.periodic import PeriodicConfig, PeriodicDetector
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 
@@ -22,6 +24,7 @@ def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
         bus_config(crops=True, crop_max_side_px=64, status_interval_s=0.1),
         EventEncoder("cam0", LineConfig()),
         status_source=lambda: {"frames": 3, "fps": 24.0, "latency_ms": {"p50": 11.0, "p99": 20.5}},
+        watcher=PeriodicDetector(PeriodicConfig(classes=["crazing"]), 0.5),
     ).start()
     sub = EventSubscriber(pub.endpoint)
     image = np.zeros((400, 600), np.uint8)
@@ -34,7 +37,15 @@ def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
         image[:] = 0                              # the slot is reused at once: crops were cut already
         pub.publish_dropped(meta(1), "ring_overflow")
         pub.publish_status({"frames": 2})
-        pub.publish_verdict(verdict(2))
+        pub.publish_event("coil_start", {"coil": "C1", "width_mm": None, "meta": {}, "start_wall_ns": 1})
+        for i in (4, 6, 8):                       # the same crazing mark every 0.4 m: a periodic alarm
+            v = verdict(i, n_defects=1)
+            v.meta.coil = CoilMark("C1", 0.8)
+            pub.publish_verdict(v)
+        pub.publish_event("coil_end", {"coil": "C1", "closed_by": "end", "width_mm": None, "meta": {},
+                                       "start_wall_ns": 1, "end_wall_ns": 2, "frames": 5, "first_frame": 4,
+                                       "last_frame": 8, "length_m": 1.0})
+        pub.publish_verdict(verdict(10))
         col.wait(lambda evs: {e.msg["kind"] for e in evs} == set(KINDS)
                  and sum(e.msg["kind"] == "status" for e in evs) >= 2)
         events = col.stop()
@@ -43,7 +54,7 @@ def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
         pub.close()
     for e in events:
         assert_valid(e.msg)
-    defects = [e for e in events if e.msg["kind"] == "defect"]
+    defects = [e for e in events if e.msg["kind"] == "defect" and e.msg["frame"] == 0]
     assert len(defects) == 3
     for e in defects:
         crop = e.msg["crop"]
@@ -55,6 +66,9 @@ def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
     assert (x1, y1) == (0, 4) and (x2, y2) == (66, 106)          # box 10,20-50,90 plus 16 px margin
     img = cv2.imdecode(np.frombuffer(first.parts[0], np.uint8), cv2.IMREAD_UNCHANGED)
     assert img.mean() > 60                                       # it shows the bright defect
+    alarms = [e.msg for e in events if e.msg["kind"] == "alarm"]
+    assert [(a["state"], a["class"], a["pitch_m"], a["repeats"], a["coil"]) for a in alarms][:1] == [
+        ("raised", "crazing", 0.4, 3, "C1")]
     others = [e for e in events if e.msg["kind"] != "defect"]
     assert all(e.parts == [] for e in others)
     status = [e.msg for e in events if e.msg["kind"] == "status"]

@@ -1,7 +1,7 @@
 /*
  * inspectd_sub: a subscriber of the inspectd event bus in C, against libzmq only.
  *
- * It decodes the documented messages (docs/events.md, schema version 1) with a small JSON
+ * It decodes the documented messages (docs/events.md, schema version 2) with a small JSON
  * parser of its own, prints one key=value line per message, and reports gaps in each
  * publisher's sequence numbers -- what a PLC gateway or a logger in C needs.
  *
@@ -183,7 +183,8 @@ static void print_message(const jnode *m, size_t extra_bytes) {
     const char *kind = get_str(m, "kind");
     long long seq = get_int(m, "seq", -1);
     const char *camera = get_str(m, "camera");
-    if (get_int(m, "schema", -1) != 1)
+    long long schema = get_int(m, "schema", -1);
+    if (schema < 1 || schema > 2)          /* 2 only added kinds and fields to 1 */
         printf("WARN unknown schema version %lld\n", get_int(m, "schema", -1));
     if (!strcmp(kind, "verdict")) {
         jnode *defects = get(m, "defects");
@@ -216,6 +217,12 @@ static void print_message(const jnode *m, size_t extra_bytes) {
         jnode *bus = get(m, "bus");
         printf("status seq=%lld camera=%s sent=%lld queue_full=%lld\n",
                seq, camera, get_int(bus, "sent", -1), get_int(bus, "queue_full", -1));
+    } else if (!strcmp(kind, "coil_start") || !strcmp(kind, "coil_end")) {
+        printf("%s seq=%lld camera=%s coil=%s\n", kind, seq, camera, get_str(m, "coil"));
+    } else if (!strcmp(kind, "alarm")) {
+        printf("alarm seq=%lld camera=%s id=%lld state=%s class=%s pitch_m=%.4f cross_mm=%.1f repeats=%lld\n",
+               seq, camera, get_int(m, "alarm_id", -1), get_str(m, "state"), get_str(m, "class"),
+               get_num(m, "pitch_m"), get_num(m, "cross_mm"), get_int(m, "repeats", 0));
     } else {
         printf("WARN unknown kind %s seq=%lld\n", kind, seq);
     }

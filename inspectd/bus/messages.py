@@ -13,6 +13,9 @@ Topics are ``KIND/CAMERA/DETAIL`` (``/`` cannot occur in a camera id or a class 
 ``uninspected/<camera>/<reason>``  a stretch of frames that was not inspected
 ``heartbeat/<camera>/``            at a fixed interval, always
 ``status/<camera>/``               counters, rates, latencies
+``coil_start/<camera>/``           a coil (product unit) started
+``coil_end/<camera>/``             a coil ended
+``alarm/<camera>/<type>``          e.g. ``alarm/cam0/periodic``: a repeating defect
 =================================  ===========================================
 
 ZeroMQ filters on topic prefixes, so a subscriber filters by kind with ``verdict/``, by kind
@@ -43,8 +46,10 @@ from inspectd.line import LineConfig, gate_deadline_wall_ns, strip_position_m
 from inspectd.runtime.frame import FrameMeta
 from inspectd.runtime.verdict import Defect, Verdict
 
-SCHEMA_VERSION = 1
-KINDS: tuple[str, ...] = ("verdict", "defect", "uninspected", "heartbeat", "status")
+# 2: coil_start, coil_end and alarm messages; coil fields on verdict, defect, uninspected.
+SCHEMA_VERSION = 2
+KINDS: tuple[str, ...] = ("verdict", "defect", "uninspected", "heartbeat", "status",
+                          "coil_start", "coil_end", "alarm")
 SEP = "/"
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -109,8 +114,10 @@ def topic_for(msg: dict[str, Any]) -> bytes:
         return defect_topic(camera, msg["class"])
     if kind == "uninspected":
         return uninspected_topic(camera, msg["reason"])
-    if kind in ("heartbeat", "status"):
+    if kind in ("heartbeat", "status", "coil_start", "coil_end"):
         return topic(kind, camera)
+    if kind == "alarm":
+        return topic(kind, camera, msg["alarm"])
     raise ValueError(f"unknown message kind {kind!r}")
 
 
@@ -226,6 +233,11 @@ class EventEncoder:
             return None
         return meta.capture_wall_ns + (mono_ns - meta.capture_ns)
 
+    @staticmethod
+    def coil_position(meta: FrameMeta, position_m: float) -> float | None:
+        """Position within its coil (metres from the coil's head), or None outside a coil."""
+        return None if meta.coil is None else _f(position_m - meta.coil.head_m, 6)
+
     def defect_fields(self, d: Defect, meta: FrameMeta, position_m: float) -> dict[str, Any]:
         mm = self.line.mm_per_px
         x1, y1, x2, y2 = (float(v) for v in d.box)
@@ -259,6 +271,8 @@ class EventEncoder:
             "inference_end_wall_ns": self._wall(meta, v.inference_end_ns),
             "strip_position_m": _f(pos, 6),
             "frame_length_m": _f(length, 6),
+            "coil": meta.coil.coil if meta.coil else None,
+            "coil_position_m": self.coil_position(meta, pos),
             "gate_deadline_wall_ns": deadline,
             "gate_until_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos, pos + length),
             "late": msg["publish_wall_ns"] > deadline,
@@ -282,6 +296,8 @@ class EventEncoder:
             "camera_frame_id": meta.camera_frame_id,
             "capture_wall_ns": int(meta.capture_wall_ns),
             "strip_position_m": _f(pos, 6),
+            "coil": meta.coil.coil if meta.coil else None,
+            "coil_position_m": self.coil_position(meta, pos),
             "verdict_seq": int(verdict_seq),
             "verdict_status": v.status,
             "index": int(index),
@@ -314,10 +330,22 @@ class EventEncoder:
             "last_capture_wall_ns": int(last.capture_wall_ns),
             "strip_start_m": _f(start, 6),
             "strip_end_m": _f(end, 6),
+            "coil": first.coil.coil if first.coil else None,
+            "coil_start_m": self.coil_position(first, start),
+            "coil_end_m": None if first.coil is None else _f(end - first.coil.head_m, 6),
             "gate_deadline_wall_ns": gate_deadline_wall_ns(self.line, first.capture_wall_ns),
             "gate_until_wall_ns": gate_deadline_wall_ns(self.line, last.capture_wall_ns, last_pos, end),
         })
         self._note_frame(last.index)
+        return msg
+
+    def event(self, kind: str, body: dict[str, Any], publish_wall_ns: int | None = None) -> dict[str, Any]:
+        """A ``coil_start``, ``coil_end`` or ``alarm`` message: the envelope plus ``body``
+        (built by ``runtime.coils`` and ``runtime.periodic``)."""
+        if kind not in ("coil_start", "coil_end", "alarm"):
+            raise ValueError(f"not an event kind: {kind!r}")
+        msg = self._envelope(kind, publish_wall_ns)
+        msg.update(body)
         return msg
 
     def heartbeat(self, interval_s: float = 1.0, publish_wall_ns: int | None = None) -> dict[str, Any]:

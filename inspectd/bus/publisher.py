@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import structlog
@@ -46,10 +46,17 @@ log = structlog.get_logger("inspectd.bus")
 Tap = Callable[[bytes, dict], None]
 
 
+class VerdictWatcher(Protocol):
+    """Sees each verdict payload right after it was sent; returns ``alarm`` bodies to send
+    (``runtime.periodic.PeriodicDetector``). Runs on the publisher thread."""
+
+    def observe(self, verdict: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+
 @dataclass(slots=True)
 class _Item:
-    kind: str                                  # "verdict" | "status"
-    data: Any                                  # Verdict | dict of counters
+    kind: str                                  # "verdict" | "status" | "event"
+    data: Any                                  # Verdict | dict of counters | (kind, body)
     crops: list | None = None                  # per defect: (pixels, (x1, y1, x2, y2)) or None
     lost_after: dict[str, int] | None = None   # messages that could not be queued behind it
 
@@ -75,6 +82,7 @@ class _Counts:
     uninspected_frames: int = 0
     merged_stretches: int = 0  # stretches merged because too many waited (the merge only widens them)
     tap_errors: int = 0
+    watch_errors: int = 0
     status_errors: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -83,11 +91,13 @@ class EventPublisher:
     """Publishes one camera's events; see the module text for what never blocks and why."""
 
     def __init__(self, cfg: BusConfig, encoder: EventEncoder, tap: Tap | None = None,
-                 status_source: Callable[[], dict] | None = None):
+                 status_source: Callable[[], dict] | None = None, watcher: VerdictWatcher | None = None):
         self.cfg = cfg
         self.encoder = encoder
         self._tap = tap
         self._status_source = status_source
+        self._watcher = watcher
+        self._watch_error_logged = False
         self._address: Address | None = (
             parse_address(cfg.publish, "bind", "bus.publish") if cfg.publish else None
         )
@@ -126,6 +136,17 @@ class EventPublisher:
         ``counters()`` returns when the message is sent (after everything queued before it)."""
         return self._put(_Item("status", counters if callable(counters) else dict(counters)), {"status": 1})
 
+    def publish_event(self, kind: str, body: dict[str, Any]) -> bool:
+        """Queue a ``coil_start`` or ``coil_end`` message. These are rare and must not be
+        lost, so the queue's bound does not apply to them. False only after close()."""
+        with self._cond:
+            if self._closed or self._closing:
+                self._counts.after_close += 1
+                return False
+            self._queue.append(_Item("event", (kind, dict(body))))
+            self._cond.notify()
+            return True
+
     def publish_dropped(self, meta: FrameMeta, reason: str) -> None:
         """Report one frame that will not be inspected (ring overflow, camera loss, ...).
 
@@ -139,7 +160,8 @@ class EventPublisher:
                 self._counts.after_close += 1
                 return
             p = self._pending
-            if p is not None and p.reason == token and meta.index == p.last.index + 1:
+            if p is not None and p.reason == token and meta.index == p.last.index + 1 \
+                    and meta.coil == p.last.coil:     # a stretch belongs to one coil
                 p.last = meta
                 p.count += 1
                 return
@@ -383,6 +405,8 @@ class EventPublisher:
             elif isinstance(work, _Item):
                 if work.kind == "verdict":
                     self._emit_verdict(work)
+                elif work.kind == "event":
+                    self._send(self.encoder.event(*work.data))
                 else:
                     counters = work.data() if callable(work.data) else work.data
                     self._send(self.encoder.status(counters, self._bus_counts()))
@@ -421,13 +445,26 @@ class EventPublisher:
             self._emit_stretch(p)
         msg = self.encoder.verdict(v)
         self._send(msg)
-        if not self.cfg.defects:
+        if self.cfg.defects:
+            for i in range(len(v.defects)):
+                crop_meta, jpeg = None, None
+                if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
+                    crop_meta, jpeg = self._encode_crop(*item.crops[i])
+                self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta), jpeg)
+        self._watch(msg)          # alarms follow the defects that raised them
+
+    def _watch(self, msg: dict) -> None:
+        try:
+            alarms = self._watcher.observe(msg) if self._watcher is not None else []
+        except Exception as exc:  # noqa: BLE001 - a failing alarm detector must not stop the bus
+            self._counts.watch_errors += 1
+            if not self._watch_error_logged:
+                self._watch_error_logged = True
+                log.error("bus_watcher_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+                          note="further errors are only counted (stats watch_errors)")
             return
-        for i in range(len(v.defects)):
-            crop_meta, jpeg = None, None
-            if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
-                crop_meta, jpeg = self._encode_crop(*item.crops[i])
-            self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta), jpeg)
+        for body in alarms:
+            self._send(self.encoder.event("alarm", body))
 
     def _encode_crop(self, pixels: np.ndarray, box: tuple[int, int, int, int]) -> tuple[dict | None, bytes | None]:
         import cv2

@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ring-buffer overflow policy: 'block' (default: nothing is skipped), "
                         "'config' (the config's ring.policy, as the service would), or a policy name")
     p.add_argument("--camera", metavar="ID", help="camera id to put in the events (default: the config's)")
+    p.add_argument("--coil", metavar="ID",
+                   help="the recording is one coil: its events carry this coil id and positions from its "
+                        "head; coil_start and coil_end events frame it (a daemon with control.address also "
+                        "takes `inspectd coil start|end` while it replays)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
                    help="log level (default: warning, so that the progress line and summary stay readable)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
@@ -110,7 +114,11 @@ class Console:
                 self._progress_shown = False
 
     def tap(self, topic: str | bytes, payload: dict[str, Any]) -> None:
-        """One readable line per shown verdict (as published: frame index, defects, boxes)."""
+        """One readable line per shown verdict (as published: frame index, defects, boxes),
+        and one per alarm."""
+        if payload.get("kind") == "alarm" and self.show != "none":
+            self._line(_alarm_line(payload))
+            return
         if not _is_verdict(topic, payload):
             return
         status = payload.get("status")
@@ -122,11 +130,20 @@ class Console:
         if len(found) > 5:
             defects += f"; {len(found) - 5} more"
         line = f"frame {payload.get('frame')}: {str(status).upper()}" + (f"  {defects}" if defects else "")
+        self._line(line)
+
+    def _line(self, line: str) -> None:
         with self._lock:
             prefix = "\r\033[K" if self._progress_shown else ""
             sys.stderr.write(prefix + line + "\n")
             sys.stderr.flush()
             self._progress_shown = False
+
+
+def _alarm_line(a: dict[str, Any]) -> str:
+    where = "" if a["latest"]["coil_position_m"] is None else f" (coil {a['coil']} at {a['latest']['coil_position_m']:.2f} m)"
+    return (f"ALARM {a['alarm']} {a['state']}: {a['class']} every {a['pitch_m']:.3f} m at {a['cross_mm']:.0f} mm "
+            f"across, {a['repeats']} marks, latest at {a['latest']['strip_position_m']:.2f} m{where}")
 
 
 def _taps(*taps):
@@ -171,6 +188,9 @@ def run(args: argparse.Namespace) -> int:
     from inspectd.errors import InspectdError
     from inspectd.logging_setup import configure_logging
 
+    if args.coil is not None:
+        from inspectd.runtime.coils import check_coil_id
+        check_coil_id(args.coil, "--coil")
     src = Path(args.file).expanduser()
     if not src.exists():
         raise InspectdError(f"recording {args.file}: not found")
@@ -219,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = Pipeline(
             cfg, realtime=args.realtime, tap=_taps(tap, console.tap if console.show != "none" else None),
             annotate_path=args.annotate, on_tick=console.progress if interactive else None,
-            source=checked.source, backend=checked.backend,
+            source=checked.source, backend=checked.backend, coil=args.coil,
         )
         if tap is not None:
             tap.on_error = lambda: pipeline.request_stop(hurry=True)

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", action="append", default=None, metavar="ID",
                    help="only this camera's events, all kinds (repeatable; combines with --kind)")
     p.add_argument("--kind", action="append", default=None,
-                   choices=["verdict", "defect", "uninspected", "heartbeat", "status"],
+                   choices=["verdict", "defect", "uninspected", "heartbeat", "status", "coil_start", "coil_end", "alarm"],
                    help="only these kinds (repeatable)")
     p.add_argument("--json", action="store_true",
                    help="print each payload as one JSON line (exactly as received) instead of a summary")
@@ -80,6 +80,14 @@ def summary(msg: dict[str, Any], extra_parts: int) -> str:
         return f"{head} alive, last frame {msg.get('last_frame')}, up {msg.get('uptime_s', 0):.0f} s"
     if kind == "status":
         return f"{head} {json.dumps(msg.get('counters', {}), separators=(',', ':'))} bus {json.dumps(msg.get('bus', {}), separators=(',', ':'))}"
+    if kind == "coil_start":
+        return f"{head} coil {msg['coil']} STARTED" + (f", width {msg['width_mm']:g} mm" if msg.get("width_mm") else "")
+    if kind == "coil_end":
+        length = f", {msg['length_m']:.2f} m" if msg.get("length_m") is not None else ""
+        return f"{head} coil {msg['coil']} ENDED ({msg['closed_by']}{length}, {msg['frames']} frames)"
+    if kind == "alarm":
+        return (f"{head} ALARM {msg['alarm']} {msg['state']}: {msg['class']} every {msg['pitch_m']:.3f} m at "
+                f"{msg['cross_mm']:.0f} mm across, {msg['repeats']} marks, coil {msg.get('coil')}")
     return f"{head} {json.dumps(msg)}"
 
 

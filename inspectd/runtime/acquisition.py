@@ -28,18 +28,20 @@ class AcquisitionThread(threading.Thread):
     Frames the camera lost (gaps in the frame indices, see ``Source``) never reach the
     ring; ``on_lost`` is called with a ``FrameMeta`` for each, estimated from its
     neighbours (capture time interpolated, no pixels) so that downstream can report the
-    stretch as uninspected just as it does for the ring's ``on_drop``.
+    stretch as uninspected just as it does for the ring's ``on_drop``. ``on_frame`` sees each
+    frame as it was read, before the ring does (the coil tracker marks it there).
     """
 
     def __init__(self, source: Source, ring: RingBuffer, stop_event: threading.Event,
                  realtime: bool = False, on_lost: Callable[[FrameMeta], None] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, on_frame: Callable[[Frame], None] | None = None) -> None:
         super().__init__(name=name or f"acquisition-{source.camera}", daemon=True)
         self.source = source
         self.ring = ring
         self.stop_event = stop_event
         self.realtime = realtime
         self.on_lost = on_lost
+        self.on_frame = on_frame
         self.error: InspectdError | None = None
         self.started_event = threading.Event()   # set once source.start() returned
         self._lock = threading.Lock()
@@ -99,6 +101,8 @@ class AcquisitionThread(threading.Thread):
             if prev_index is not None and frame.index > prev_index + 1:
                 self._report_lost(frame, prev_index, prev_ns, prev_wall, prev_fid)
             prev_index, prev_ns, prev_wall, prev_fid = frame.index, frame.capture_ns, frame.capture_wall_ns, frame.camera_frame_id
+            if self.on_frame is not None:
+                self.on_frame(frame)
             kept = ring.put(frame, cancel=stop)
             with self._lock:
                 self._read += 1

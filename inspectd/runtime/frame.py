@@ -6,6 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 
 
+@dataclass(frozen=True, slots=True)
+class CoilMark:
+    """The coil a frame belongs to: its id and the strip position of its head (metres)."""
+
+    coil: str
+    head_m: float
+
+
 @dataclass(slots=True)
 class Frame:
     """One camera or recording frame.
@@ -22,6 +30,7 @@ class Frame:
     camera_frame_id: int | None = None       # the camera's own frame counter, if it gives one
     camera_timestamp_ns: int | None = None   # the camera's own timestamp, if it gives one
     strip_position_m: float | None = None    # strip position of the frame's first row
+    coil: CoilMark | None = None             # set by the acquisition thread (runtime.coils)
 
 
 @dataclass(slots=True)
@@ -37,6 +46,7 @@ class FrameMeta:
     camera_frame_id: int | None = None
     camera_timestamp_ns: int | None = None
     strip_position_m: float | None = None
+    coil: CoilMark | None = None
 
     @classmethod
     def of(cls, frame: Frame) -> "FrameMeta":
@@ -46,5 +56,5 @@ class FrameMeta:
             capture_wall_ns=frame.capture_wall_ns, height=h, width=w,
             camera_frame_id=frame.camera_frame_id,
             camera_timestamp_ns=frame.camera_timestamp_ns,
-            strip_position_m=frame.strip_position_m,
+            strip_position_m=frame.strip_position_m, coil=frame.coil,
         )

@@ -107,6 +107,7 @@ class Pipeline:
         notifier: Notifier | None = None,
         on_tick: Callable[["Pipeline"], None] | None = None,
         handle_signals: bool = True,
+        coil: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.realtime = realtime
@@ -130,12 +131,15 @@ class Pipeline:
         self._started_ns = 0
         self._stopped_ns = 0
         self._inference_thread: threading.Thread | None = None
+        self.control = None
 
         # Build everything that can fail on bad input before any thread starts, so that
         # a missing file or model is one clear error and nothing is left running.
         from inspectd.bus.messages import EventEncoder
         from inspectd.bus.publisher import EventPublisher
-        from inspectd.line import position_fn
+        from inspectd.line import position_fn, strip_position_m
+        from inspectd.runtime.coils import CoilDesk, CoilTracker
+        from inspectd.runtime.periodic import PeriodicDetector, check_classes
         from inspectd.runtime.acquisition import AcquisitionThread
         from inspectd.runtime.inference import InferenceStage
         from inspectd.runtime.sources import open_source
@@ -158,6 +162,7 @@ class Pipeline:
             if self.backend is None:
                 from inspectd.backends import create_backend
                 self.backend = create_backend(cfg.inference)
+            check_classes(cfg.alarms.periodic, list(self.backend.class_names))
             check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names), cfg.merge,
                                 str(cfg.inference.model or "(the shipped model)"))
             self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
@@ -170,11 +175,21 @@ class Pipeline:
                 # `run` on a recording: pace it like the camera it stands in for, if its rate is known.
                 realtime = not getattr(self.source, "live", False) and bool(self.source.nominal_fps)
             self.realtime = realtime
+            # Coils: the acquisition thread marks each frame read with the open coil.
+            self.coils = CoilTracker(lambda i, h: strip_position_m(cfg.line, i, h), cfg.line.frame_length)
             self.acquisition = AcquisitionThread(self.source, self.ring, self._acq_stop, realtime=realtime,
-                                                 on_lost=self._on_lost)
+                                                 on_lost=self._on_lost, on_frame=self.coils.stamp)
             self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
-                                            status_source=self._status_payload)
+                                            status_source=self._status_payload,
+                                            watcher=PeriodicDetector(cfg.alarms.periodic, cfg.line.mm_per_px)
+                                            if cfg.alarms.periodic.enabled else None)
             self.publisher.start()    # binds the socket: a bad or busy address fails here
+            self.coil_desk = CoilDesk(self.coils, self.publisher, cfg.camera)
+            if coil is not None:
+                self.coil_desk.start(coil)        # before the first frame is read: it is the head
+            if cfg.control.address is not None:
+                from inspectd.control.server import ControlServer
+                self.control = ControlServer(cfg.control, self.coil_desk.handle, f"control-{cfg.camera}").start()
         except BaseException:
             self._close_all()
             raise
@@ -184,6 +199,8 @@ class Pipeline:
         stage = getattr(self, "stage", None)
         if stage is not None:
             self._close_quietly(stage, "close_model")
+        if self.control is not None:
+            self.control.close()
         if self.publisher is not None:
             self.publisher.close(0.5)
         if self.annotator is not None:
@@ -200,6 +217,7 @@ class Pipeline:
 
     def _on_lost(self, meta: FrameMeta) -> None:
         """A frame the camera lost (frame-id gap): it never reached the ring."""
+        self.coils.stamp_meta(meta)
         self._uninspected(meta, "camera_lost")
 
     def _on_message(self, topic: bytes, msg: dict[str, Any]) -> None:
@@ -548,6 +566,9 @@ class Pipeline:
                 self.annotator.close()
             except BaseException as exc:  # noqa: BLE001
                 self._fail("annotate", exc)
+        if self.control is not None:
+            self.control.close()
+        self.coil_desk.stop()                # the open coil ends after its last frame's verdict
         # The final status is built when it is sent, after the last verdict: its late count is complete.
         self.publisher.publish_status(lambda: self._status_payload(self.counters()))
         if not self.publisher.close(self.cfg.service.flush_timeout_s):
