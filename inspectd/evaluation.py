@@ -1,4 +1,4 @@
-"""Measure a checkpoint on a NEU-style data folder: detection AP, segmentation IoU, model speed.
+"""Measure a checkpoint on a data folder (NEU or YOLO layout): detection AP, segmentation IoU, model speed.
 
 The model runs exactly as the backends run it (the inference graph: uint8 in, decoded
 detections and segmentation probabilities out), then the same NMS as the daemon. Detection
@@ -6,7 +6,8 @@ is scored on the boxes after NMS at a low confidence threshold (AP needs the who
 precision/recall curve); precision and recall are reported at the operating threshold.
 Segmentation is the argmax over the segmentation classes, compared with the target on the
 original image region only (not the padding up to the model's input size), with pixels of
-unknown truth ignored (see ``inspectd.data.neu``).
+unknown truth ignored (see ``inspectd.data.samples``). The data's classes are matched to the
+model's by name; a class the model does not detect is an error.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def measure_fps(graph: Callable, batch: int, channels: int, size: Sequence[int],
 def score_batch(det_eval: DetectionEvaluator, cm: ConfusionMatrix, dets: Sequence[torch.Tensor],
                 seg: torch.Tensor, batch: dict[str, Any]) -> None:
     """Add one batch: ``dets`` from ``postprocess``, ``seg`` [N, S, H, W] scores, ``batch`` from
-    ``inspectd.data.neu.collate`` (images placed at offset (0, 0), ``valid`` = their size)."""
+    ``inspectd.data.samples.collate`` (images placed at offset (0, 0), ``valid`` = their size)."""
     import numpy as np
 
     seg_pred = seg.argmax(1).cpu().numpy()
@@ -123,7 +124,7 @@ def collect_metrics(
     operating_threshold: float = 0.25,
     progress: Callable[[int], Any] | None = None,
 ) -> tuple[DetectionMetrics, ConfusionMatrix]:
-    """Run ``graph`` (an ``InferenceGraph``) over ``loader`` (batches of ``neu.collate``) and score it.
+    """Run ``graph`` (an ``InferenceGraph``) over ``loader`` (batches of ``samples.collate``) and score it.
 
     Shared by ``evaluate`` and the trainer's validation, so both report the same numbers.
     ``progress`` is called with the number of images after each batch.
@@ -159,7 +160,8 @@ def evaluate(
     threads: int | None = None,
     progress: bool | None = None,
 ) -> EvalResult:
-    """Run ``checkpoint`` over ``stems`` of ``data_dir`` and score it.
+    """Run ``checkpoint`` over ``stems`` (item ids of the data folder's layout: NEU stems, YOLO
+    image paths) of ``data_dir`` and score it.
 
     ``conf_threshold`` and ``iou_threshold`` go to NMS (keep the first low for AP);
     ``operating_threshold`` is where precision and recall are read. Speed is measured for the
@@ -173,7 +175,8 @@ def evaluate(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from inspectd.data.neu import NeuDataset, collate
+    from inspectd.data.layout import check_model_knows, load_raws, open_layout
+    from inspectd.data.samples import DefectDataset, build_sample, collate
     from inspectd.model.checkpoint import load_checkpoint
     from inspectd.model.inference_graph import InferenceGraph
 
@@ -184,8 +187,7 @@ def evaluate(
         if not 0.0 <= value <= 1.0:
             raise InspectdError(f"{name} {value}: must be between 0 and 1")
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise InspectdError(f"data folder {data_dir} not found")
+    layout = open_layout(data_dir)
     if not stems:
         raise InspectdError(f"no stems to evaluate in {data_dir}")
 
@@ -197,8 +199,9 @@ def evaluate(
     model, cfg = load_checkpoint(checkpoint)
     graph = InferenceGraph(model.to(dev)).eval()
     size = tuple(cfg.input_size)
-    dataset = NeuDataset(data_dir, list(stems), cfg.class_names, cfg.seg_class_names,
-                         in_channels=cfg.in_channels, input_size=size, augment=None)
+    check_model_knows(layout, cfg.class_names, str(checkpoint))
+    raws = load_raws(layout, list(stems), cfg.class_names, cfg.in_channels)
+    dataset = DefectDataset([build_sample(r, cfg.class_names, cfg.seg_class_names) for r in raws], size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate, pin_memory=dev.type == "cuda")
 
@@ -218,6 +221,7 @@ def evaluate(
         "model": str(checkpoint),
         "model_name": cfg.name,
         "data": str(data_dir),
+        "layout": layout.kind,
         "images": len(dataset),
         "input_size": list(size),
         "in_channels": cfg.in_channels,

@@ -1,4 +1,4 @@
-"""``inspectd evaluate``: measure a model on a NEU-style data folder."""
+"""``inspectd evaluate``: measure a model on a data folder (NEU or YOLO layout)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ NAME = "evaluate"
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         NAME,
-        help="measure a model on a NEU-style data folder",
+        help="measure a model on a data folder (NEU or YOLO layout)",
         description=(
             "Run a model checkpoint over the images of a split and score it: detection mAP@0.5 "
             "per class and mean (all-point interpolation and COCO 101-point, each labelled), "
@@ -21,13 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(pixels of unknown truth ignored, the padding outside the image excluded); and the "
             "model's speed in frames per second (inference graph only, batch 1 and --batch-size, "
             "after warm-up). Prints markdown tables; --json writes every number, --plots the PR "
-            "curves and the confusion matrix as PNG."
+            "curves and the confusion matrix as PNG. The data folder is in the NEU layout "
+            "(images/, annotations/, masks/, stem lists, as shared/data/neu) or the YOLO layout "
+            "(data.yaml, images/, labels/, masks/), detected from what is in it (docs/datasets.md); "
+            "its classes are matched to the model's by name."
         ),
     )
     p.add_argument("--data", metavar="DIR", required=True,
-                   help="data folder laid out like shared/data/neu: images/, annotations/, masks/")
-    p.add_argument("--split", metavar="LIST", required=True,
-                   help="file of image stems, one per line (a name not found as given is looked up in DIR)")
+                   help="data folder in the NEU layout (images/, annotations/, masks/, as shared/data/neu) "
+                        "or the YOLO layout (data.yaml, images/, labels/, masks/)")
+    p.add_argument("--split", metavar="LIST", default="val",
+                   help="which images: a split name (train, val, test: NEU's NAME.txt, or data.yaml's entry), "
+                        "a file listing them (NEU: stems; YOLO: image paths), or for YOLO a folder of images; "
+                        "a path not found as given is looked up in DIR (default: val)")
     p.add_argument("--model", metavar="CKPT", help="model checkpoint (default: the model shipped with inspectd)")
     p.add_argument("--json", metavar="OUT", help="write the metrics as JSON to OUT")
     p.add_argument("--plots", metavar="DIR",
@@ -54,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
 def _split_path(split: str, data: Path) -> Path:
     path = Path(split).expanduser()
     if not path.exists() and not path.is_absolute() and (data / path).exists():
@@ -64,15 +73,16 @@ def _split_path(split: str, data: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     from inspectd.errors import InspectdError
 
+    from inspectd.data.layout import open_layout
+
     data = Path(args.data).expanduser()
     if not data.is_dir():
         raise InspectdError(f"--data {args.data}: folder not found")
-    for sub in ("images", "annotations"):
-        if not (data / sub).is_dir():
-            raise InspectdError(f"--data {args.data}: no {sub}/ folder (expected the layout of shared/data/neu)")
+    layout = open_layout(data, "--data")
     split = _split_path(args.split, data)
-    if not split.is_file():
-        raise InspectdError(f"--split {args.split}: file not found (also looked in {data})")
+    named = args.split in SPLIT_NAMES and not split.exists()
+    if not named and not split.exists():
+        raise InspectdError(f"--split {args.split}: not found (also looked in {data})")
     if args.model:
         model = Path(args.model).expanduser()
         if not model.is_file():
@@ -93,10 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.speed_seconds < 0:
         raise InspectdError(f"--speed-seconds {args.speed_seconds}: must be 0 or more")
 
-    from inspectd.data.neu import read_stems
     from inspectd.evaluation import evaluate
 
-    stems = read_stems(split)
+    stems = layout.items(args.split) if named else layout.items("--split", str(split.resolve()))
     result = evaluate(
         model, data, stems,
         batch_size=args.batch_size,
@@ -110,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=False if args.no_progress else None,
     )
-    result.info["split"] = str(split)
+    result.info["split"] = args.split if named else str(split)
 
     if args.plots:
         plot_dir = Path(args.plots).expanduser()

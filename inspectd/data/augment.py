@@ -98,9 +98,16 @@ class Augment:
             img, boxes, classes, seg = _mosaic(sample, pool, rng, size)
             img, boxes, classes, seg = _clip(img, boxes, classes, seg, c.min_box_fraction)
         else:
-            h, w = sample.image.shape[:2]
+            img, boxes, classes, seg = sample.image, sample.boxes, sample.classes, sample.seg
+            h, w = img.shape[:2]
+            if h > H or w > W:      # larger than the input: a random window, as the daemon's tiles see it
+                y0, x0 = int(rng.integers(0, max(h - H, 0) + 1)), int(rng.integers(0, max(w - W, 0) + 1))
+                img, seg = img[y0:y0 + H, x0:x0 + W], seg[y0:y0 + H, x0:x0 + W]
+                img, boxes, classes, seg = _clip(img, boxes - np.array([x0, y0, x0, y0], np.float32), classes,
+                                                 seg, c.min_box_fraction)
+                h, w = img.shape[:2]
             off = (int(rng.integers(0, max(H - h, 0) + 1)), int(rng.integers(0, max(W - w, 0) + 1)))
-            img, boxes, classes, seg = pad_to(sample.image, sample.boxes, sample.classes, sample.seg, size, off)
+            img, boxes, classes, seg = pad_to(img, boxes, classes, seg, size, off)
         img, seg, boxes = img.copy(), seg.copy(), boxes.copy()
         if rng.random() < c.hflip:
             img, seg = img[:, ::-1], seg[:, ::-1]

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from inspectd.data.augment import Augment, pad_to
+from inspectd.errors import InspectdError
 from inspectd.model.loss import IGNORE_INDEX
 
 
@@ -72,6 +73,14 @@ class DefectDataset(Dataset):
                  augment: Augment | None = None, seed: int = 0):
         self.samples = samples
         self.input_size = tuple(input_size)
+        if augment is None:
+            # Scored whole: a larger image would lose what lies past the input (training crops).
+            for s in samples:
+                h, w = s.image.shape[:2]
+                if h > input_size[0] or w > input_size[1]:
+                    raise InspectdError(
+                        f"image {s.stem} is {w}x{h}, larger than the model input {input_size[1]}x{input_size[0]}; "
+                        "train with an input_size at least that large (model_overrides), or cut the images into tiles")
         self.augment = augment
         self.seed = seed
         self.epoch = 0

@@ -49,6 +49,23 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# Largest input chosen for the data on its own; beyond it, the user decides (or cuts tiles).
+MAX_AUTO_INPUT = 1280
+
+
+def fitting_input_size(preset: list[int], raws: list) -> list[int]:
+    """The preset's input size, grown (to multiples of 32) until the largest image fits: the
+    model sees images whole, at their own scale, as the daemon's tiles of that size will."""
+    h = max((r.image.shape[0] for r in raws), default=0)
+    w = max((r.image.shape[1] for r in raws), default=0)
+    size = [max(preset[0], -(-h // 32) * 32), max(preset[1], -(-w // 32) * 32)]
+    if max(size) > MAX_AUTO_INPUT:
+        raise InspectdError(
+            f"the images are up to {w}x{h} pixels, too large for one model input (at most {MAX_AUTO_INPUT} is "
+            "chosen on its own): cut them into tiles, or set model_overrides.input_size and train on crops")
+    return size
+
+
 def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
     """Three groups, as YOLOv5: decayed conv weights; BatchNorm weights and biases undecayed."""
     decay, no_decay_bn, bias = [], [], []
@@ -123,6 +140,11 @@ class Trainer:
             raise DataError(str(exc)) from None
         mcfg = mcfg.replace(class_names=list(class_names),
                             seg_class_names=["background", *(c for c in class_names if c in masked)])
+        if "input_size" not in cfg.model_overrides:
+            try:
+                mcfg = mcfg.replace(input_size=fitting_input_size(mcfg.input_size, train_raws + val_raws))
+            except InspectdError as exc:
+                raise DataError(str(exc)) from None
         self.model_cfg = mcfg
         seed_everything(cfg.seed)
         self.model: MultiTaskNet = build_model(mcfg)
