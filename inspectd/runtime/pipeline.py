@@ -3,6 +3,8 @@
 Threads::
 
     acquisition (AcquisitionThread)  source.read() -> ring.put()      overflow -> on_drop
+                (CameraAcquisition)  a GenICam camera: its own process writes into the ring's
+                                     shared-memory slots (runtime.camera_process)
     inference   (this module)        ring.get() -> stage.begin() ... stage.finish()
                                      -> publisher.publish_verdict() -> ring.release()
     model       (InferenceStage)     the backend's calls, while the inference thread finishes
@@ -12,7 +14,8 @@ Threads::
     main        (Pipeline.run)       supervisor: signals, systemd notify, status, errors
 
 Every frame offered to the ring ends as exactly one verdict or one uninspected event:
-``captured == verdicts + uninspected`` is checked when the pipeline stops.
+``captured == inspected + uninspected + queued + in_flight`` (the status counters; ``captured``
+includes the frames the camera lost, which never reach the ring) is checked when it stops.
 
 Shutdown (SIGTERM, SIGINT, end of the recording, or a fatal error in any thread): stop
 acquiring (the acquisition thread closes the ring), finish the frame being inspected,
@@ -35,12 +38,15 @@ from inspectd.config import DaemonConfig
 from inspectd.errors import EXIT_FAILURE, ConfigError, InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.notify import Notifier
-from inspectd.runtime.ringbuffer import RingBuffer
 from inspectd.runtime.verdict import Verdict
 
 log = structlog.get_logger("inspectd.pipeline")
 
 Tap = Callable[[str, dict[str, Any]], None]
+
+# Uninspected reasons of frames that never reached the ring buffer: ``captured`` counts them
+# too. Add a reason here when a new one is reported without passing through the ring.
+NOT_IN_RING = ("camera_lost", "camera_silent")
 
 # How long after the shutdown grace time the source may take to return from read().
 _SOURCE_STOP_S = 5.0
@@ -89,7 +95,8 @@ class Pipeline:
     """One camera's inspection pipeline; ``run()`` blocks until it has stopped.
 
     The stages are built from ``cfg`` unless given (tests pass a slow backend or a
-    prepared source). ``realtime``: pace a recording at its frame rate; None paces it
+    prepared source; ``self_test=False`` skips the start-up self-test, for stand-ins that
+    count their calls). ``realtime``: pace a recording at its frame rate; None paces it
     when its rate is known (``run``: a recording stands in for a camera). ``tap(topic, payload)`` sees every message the publisher sends,
     from the publisher's thread. ``on_tick(pipeline)`` is called by the supervisor about
     every ``service.status_interval_s`` (replay's progress line).
@@ -107,6 +114,7 @@ class Pipeline:
         notifier: Notifier | None = None,
         on_tick: Callable[["Pipeline"], None] | None = None,
         handle_signals: bool = True,
+        self_test: bool = True,
         coil: str | None = None,
     ) -> None:
         self.cfg = cfg
@@ -140,7 +148,7 @@ class Pipeline:
         from inspectd.line import position_fn, strip_position_m
         from inspectd.runtime.coils import CoilDesk, CoilTracker
         from inspectd.runtime.periodic import PeriodicDetector, check_classes
-        from inspectd.runtime.acquisition import AcquisitionThread
+        from inspectd.runtime.camera_process import acquisition_for, ring_for
         from inspectd.runtime.inference import InferenceStage
         from inspectd.runtime.sources import open_source
 
@@ -153,7 +161,9 @@ class Pipeline:
             if annotate_path is not None:
                 from inspectd.runtime.annotate import Annotator
                 self.annotator = Annotator(annotate_path, fps=10.0)   # checks the name first; fps set below
-            self.source = source if source is not None else open_source(cfg.source, cfg.camera, None)
+            # A GenICam camera is acquired in its own process (runtime.camera_process: why).
+            self.source = source if source is not None else open_source(cfg.source, cfg.camera, None,
+                                                                        camera_process=True, log=cfg.log)
             if getattr(self.source, "position", None) is None:
                 # A frame's strip position follows from its index once the frame height is known.
                 self.source.position = position_fn(cfg.line, int(self.source.frame_shape[0]))
@@ -166,19 +176,31 @@ class Pipeline:
             check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names), cfg.merge,
                                 str(cfg.inference.model or "(the shipped model)"))
             self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
+            if self_test:
+                # A model that loads can still be broken (NaN, zeroed weights, a runtime that
+                # miscomputes): one known frame through the stage before the first real one.
+                from inspectd.runtime.selftest import run_self_test
+                model = str(cfg.inference.model or "(the shipped model)")
+                name = getattr(self.backend, "name", type(self.backend).__name__)
+                precision = getattr(self.backend, "precision", None)
+                found = run_self_test(self.stage, tuple(self.source.frame_shape),
+                                      f"model {model} on {name}{f' {precision}' if precision else ''}")
+                log.info("self_test_passed", backend=name, **found)
             if self.annotator is not None:
                 self.annotator.seg_class_names = list(self.stage.seg_class_names)
                 self.annotator.class_names = list(self.stage.class_names)
-            self.ring = RingBuffer.from_config(cfg.ring, on_drop=self._on_drop,
-                                               shape=tuple(self.source.frame_shape))
+                self.annotator.class_names = list(self.stage.class_names)
+            self.ring = ring_for(self.source, cfg.ring, self._on_drop)
             if realtime is None:
                 # `run` on a recording: pace it like the camera it stands in for, if its rate is known.
                 realtime = not getattr(self.source, "live", False) and bool(self.source.nominal_fps)
             self.realtime = realtime
             # Coils: the acquisition thread marks each frame read with the open coil.
             self.coils = CoilTracker(lambda i, h: strip_position_m(cfg.line, i, h), cfg.line.frame_length)
-            self.acquisition = AcquisitionThread(self.source, self.ring, self._acq_stop, realtime=realtime,
-                                                 on_lost=self._on_lost, on_frame=self.coils.stamp)
+            self.acquisition = acquisition_for(
+                self.source, self.ring, self._acq_stop, realtime=realtime, on_lost=self._on_lost,
+                on_silent=self._on_silent, on_frame=self.coils.stamp,
+                frame_period_s=cfg.line.frame_length(int(self.source.frame_shape[0])) / cfg.line.speed_m_per_s)
             self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
                                             status_source=self._status_payload,
                                             watcher=PeriodicDetector(cfg.alarms.periodic, cfg.line.mm_per_px)
@@ -219,6 +241,10 @@ class Pipeline:
         """A frame the camera lost (frame-id gap): it never reached the ring."""
         self.coils.stamp_meta(meta)
         self._uninspected(meta, "camera_lost")
+
+    def _on_silent(self, meta: FrameMeta) -> None:
+        """A frame length of strip that passed while the camera delivered nothing."""
+        self._uninspected(meta, "camera_silent")
 
     def _on_message(self, topic: bytes, msg: dict[str, Any]) -> None:
         """Every message as sent (publisher thread): late verdicts are counted, then the
@@ -394,7 +420,9 @@ class Pipeline:
         with self._lock:
             t = self.tally
             out = {
-                "captured": ring.captured,
+                # Every frame of the source: what reached the ring, and what the camera lost or
+                # what passed while it was silent (reported uninspected without reaching it).
+                "captured": ring.captured + sum(t.uninspected_by_reason.get(r, 0) for r in NOT_IN_RING),
                 "inspected": t.verdicts,
                 "rejects": t.rejects,
                 "uninspected": t.uninspected,
@@ -429,7 +457,11 @@ class Pipeline:
         c = c or self.counters()
         late = f", late {c['late']} (worst {c['late_worst_ms']:.0f} ms)" if c.get("late") else ""
         return (f"inspected {c['inspected']}, rejects {c['rejects']}, uninspected {c['uninspected']}, "
-                f"queued {c['queued']}, {c['fps_recent']:.1f} fps" + late)
+                f"queued {c['queued']}, {c['fps_recent']:.1f} fps" + late + self._silence_note())
+
+    def _silence_note(self) -> str:
+        acq = self.acquisition.stats() if getattr(self, "acquisition", None) is not None else {}
+        return f", CAMERA SILENT for {acq['silent_s']:.0f} s" if acq.get("camera_silent") else ""
 
     # -- supervisor ------------------------------------------------------------------
     def run(self) -> PipelineResult:
@@ -487,8 +519,9 @@ class Pipeline:
                 # a triggered camera times out in read() while the line stands still.
                 acq = self.acquisition.stats()
                 source_alive = acq["frames_read"] + acq["timeouts"]
+                # A silent camera is not idle: it keeps systemd's watchdog only while reconnecting.
                 idle = c["queued"] == 0 and c["in_flight"] == 0 and source_alive > source_at_ping \
-                    and self.acquisition.is_alive()
+                    and self.acquisition.is_alive() and not (acq.get("camera_silent") and not acq.get("reconnecting"))
                 if c["inspected"] > inspected_at_ping or (svc.watchdog_when_idle and idle and not self._errors):
                     notifier.watchdog()
                     last_ping, inspected_at_ping, source_at_ping = now, c["inspected"], source_alive
@@ -579,10 +612,10 @@ class Pipeline:
         self.notifier.close()
 
         ring = self.ring.counters()
-        lost = final["uninspected_by_reason"].get("camera_lost", 0)
-        accounted = final["inspected"] + final["uninspected"] - lost
-        ok = ring.captured == accounted and ring.queued == 0 and ring.in_flight == 0 \
-            and ring.inspected == final["inspected"]
+        # Frames the camera lost or never took (silence) were never offered to the ring.
+        # The identity the status documents (docs/events.md), and the ring's own books.
+        ok = final["captured"] == final["inspected"] + final["uninspected"] + final["queued"] + final["in_flight"] \
+            and ring.queued == 0 and ring.in_flight == 0 and ring.inspected == final["inspected"]
         log_fn = log.info if ok else log.error
         bus = self.publisher.stats
         log_fn("pipeline_stopped", reason=reason, frames_accounted=ok,
