@@ -90,6 +90,8 @@ class ActuatorLogic:
         self.interval_ns = NS
         self.silent = True                             # nothing heard yet: unknown = reject
         self.behind = False                            # verdicts late: the strip at the gate is unknown
+        self.verdicts = self.rejects = 0
+        self.worst_late_ns = 0
         self.late: list[Window] = []                   # strip that reached the gate before its verdict
         self.hold_until_ns = 0                         # keep rejecting after silence ends
         self.clock_warned = False
@@ -114,6 +116,7 @@ class ActuatorLogic:
             return
         until = int(msg["gate_until_wall_ns"])
         self.late.append(Window(deadline, min(until, now_ns), what))
+        self.worst_late_ns = max(self.worst_late_ns, now_ns - deadline)
         if not self.behind:
             self.behind = True
             self.warn(f"late: {what} came {(now_ns - deadline) / 1e6:.0f} ms after its strip ({where}) reached "
@@ -147,6 +150,8 @@ class ActuatorLogic:
             span = int(msg["gate_until_wall_ns"]) - int(msg["capture_wall_ns"])
             if span > 0:
                 self.span_ns = span
+            self.verdicts += 1
+            self.rejects += msg["status"] == "reject"
             pos = float(msg.get("strip_position_m", 0.0))
             self._check_late(msg, f"{msg['status']} frame {msg['frame']}",
                              f"{pos:.2f}..{pos + float(msg.get('frame_length_m', 0.0)):.2f} m", now_ns)
@@ -160,6 +165,12 @@ class ActuatorLogic:
             self.add_window(int(msg["gate_deadline_wall_ns"]), int(msg["gate_until_wall_ns"]), what, now_ns)
 
     # -- state ----------------------------------------------------------------------------
+    def summary(self) -> str:
+        late_rejects = sum(w.reason.startswith("reject") for w in self.late)
+        return (f"{self.verdicts} verdicts ({self.rejects} rejects) heard; late: {len(self.late)} messages "
+                f"({late_rejects} rejects, {len(self.missed)} wholly past the gate: MISSED), worst "
+                f"{self.worst_late_ns / 1e6:.0f} ms after the deadline")
+
     def check_silence(self, now_ns: int) -> None:
         if not self.silent and self.heard_ns is not None:
             if now_ns - self.heard_ns > self.silence_factor * self.interval_ns:
@@ -243,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         sub.close()
+        print(f"actuator: {logic.summary()}", file=sys.stderr, flush=True)
     return 0
 
 

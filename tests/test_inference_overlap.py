@@ -118,7 +118,7 @@ def test_model_error_with_frames_in_flight_loses_no_frame(tmp_path):
     cfg.inference.in_flight = 2
     cfg.bus.heartbeat_interval_s = 0.2
     got: list[dict] = []
-    result = Pipeline(cfg, backend=FailingBackend(8, delay_s=0.005), handle_signals=False,
+    result = Pipeline(cfg, backend=FailingBackend(8, delay_s=0.005), handle_signals=False, self_test=False,
                       tap=lambda topic, m: got.append(m)).run()
     assert result.exit_code == 1 and isinstance(result.error, RuntimeError)
     c = result.counters

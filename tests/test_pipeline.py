@@ -137,7 +137,7 @@ def test_fatal_stage_error_stops_cleanly_non_zero(tmp_path):
     video = tmp_path / "r.avi"
     write_video(video, 100)
     tap = Collect()
-    result = Pipeline(_cfg(video), backend=FailingBackend(6), tap=tap, handle_signals=False).run()
+    result = Pipeline(_cfg(video), backend=FailingBackend(6), tap=tap, handle_signals=False, self_test=False).run()
     assert result.exit_code == 1 and result.reason == "error"
     assert isinstance(result.error, RuntimeError)
     c = result.counters

@@ -103,4 +103,13 @@ def load_state(model: MultiTaskNet, state: dict[str, torch.Tensor], where: str) 
         if own[k].shape != v.shape:
             raise InspectdError(
                 f"{where}: weight {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    # A NaN or inf anywhere ends up in every output below it: such a model judges nothing.
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point()}
+    bad = {k: n for k, n in bad.items() if n}
+    if bad:
+        first = next(iter(bad))
+        raise InspectdError(
+            f"{where}: {sum(bad.values())} weights are NaN or infinite ({first}: {bad[first]} of "
+            f"{state[first].numel()}; {len(bad)} tensors in all): the file is damaged or comes from a "
+            "training run that diverged")
     model.load_state_dict(state)

@@ -43,14 +43,17 @@ class InferenceConfig:
     model: Path | None = doc(
         "Model checkpoint (.safetensors written by training). Empty: the default model shipped "
         "with inspectd.", default=None)
-    backend: Literal["torch", "onnxruntime", "openvino"] = doc(
-        "Inference runtime: `torch` (PyTorch, CPU or CUDA), `onnxruntime` or `openvino` (the "
-        "checkpoint exported to ONNX once and cached; CPU). On a 2-core Zen 4, `openvino` with "
-        "`precision: bf16` runs the model 5x faster than torch at no accuracy cost (BENCHMARKS.md); "
-        "it needs `pip install inspectd[openvino]`.", default="torch")
-    precision: Literal["fp32", "bf16"] = doc(
-        "Arithmetic of the `openvino` backend: `bf16` where the CPU has native bf16 "
-        "(avx512_bf16/AMX), else `fp32`. Other backends ignore it.", default="fp32")
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = doc(
+        "Inference runtime: `auto` (PyTorch on CUDA where a GPU is and `device` allows it, else the "
+        "fastest CPU runtime installed: `openvino`, else `onnxruntime`, else `torch`; the choice and "
+        "its reason are logged at start), `torch` (PyTorch, CPU or CUDA), `onnxruntime` or `openvino` "
+        "(the checkpoint exported to ONNX once and cached; CPU). On a 2-core Zen 4, `openvino` with "
+        "bf16 runs the model 4-5x faster than torch on the CPU at no accuracy cost (BENCHMARKS.md).",
+        default="auto")
+    precision: Literal["auto", "fp32", "bf16"] = doc(
+        "Arithmetic of the `openvino` backend: `auto` = `bf16` where the CPU has native bf16 "
+        "(avx512_bf16/AMX; mAP within 0.001 of fp32 on NEU val, models/README.md), else `fp32`. "
+        "Other backends ignore it.", default="auto")
     device: Literal["cpu", "cuda", "auto"] = doc(
         "Where the model runs: `cpu`, `cuda` (an error if no CUDA device is available), or `auto` "
         "(CUDA when available, else CPU).", default="auto")
@@ -113,7 +116,7 @@ class InferenceConfig:
             fail(where, p + "in_flight", f"expected 1 to 4 frames, got {self.in_flight}")
         if not 1 <= self.streams <= self.in_flight:
             fail(where, p + "streams", f"expected 1 to in_flight ({self.in_flight}), got {self.streams}")
-        if self.streams > 1 and self.backend != "openvino":
+        if self.streams > 1 and self.backend not in ("openvino", "auto"):
             fail(where, p + "streams", f"only the openvino backend runs streams; {self.backend} takes 1")
         if self.max_det < 1:
             fail(where, p + "max_det", f"must be >= 1, got {self.max_det}")
@@ -286,6 +289,12 @@ class InferenceStage:
         job = Job(frame, st, outputs, start)
         self._jobs.append(job)
         return job
+
+    def call_model(self, image: np.ndarray) -> tuple[int, tuple[np.ndarray, ...]]:
+        """The backend call the stage makes for ``image``, synchronously: (number of tiles,
+        outputs as the backend returns them). For the start-up self-test (``runtime.selftest``)."""
+        st = self._state_for(image)
+        return st.grid.n, self._call(st.cutters[self._turn % len(st.cutters)].cut(image))
 
     def finish(self, job: Job) -> tuple[Verdict, np.ndarray]:
         """Wait for the model's outputs on ``job``; decode, stitch and merge them.
