@@ -1,13 +1,14 @@
 """``inspectd store``'s loop: a SUB socket taking everything, batched into transactions.
 
-One thread receives and writes: a batch is committed when it holds ``batch_max`` messages or
-its first message has waited ``batch_ms``. While a commit runs, ZeroMQ keeps what arrives
-(up to ``rcv_hwm`` messages; beyond that the publisher drops this subscriber's messages and
+One thread receives and turns messages into rows, another commits them: a batch is handed
+over when it holds ``batch_max`` messages or its first message has waited ``batch_ms``. While
+commits fall behind, ZeroMQ keeps what arrives (up to ``rcv_hwm`` messages; beyond that the publisher drops this subscriber's messages and
 the next one received records the gap). The store takes every topic, so it follows ``seq``,
 which numbers every message of a publisher.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from inspectd.bus.curve import CurveClient
 from inspectd.store.database import Database
 from inspectd.store.retention import Retention, RetentionPolicy
 from inspectd.store.writer import GapRecord, StoreWriter
+
+
+_STOP = object()
+_RETENTION = object()
 
 
 @dataclass(frozen=True)
@@ -54,14 +59,37 @@ class StoreService:
             raise
 
     def run(self, stop: threading.Event) -> None:
-        """Receive and write until ``stop`` is set; the last batch is committed before it returns."""
+        """Receive and write until ``stop`` is set; what was received is committed before it returns.
+
+        This thread receives and builds rows; a second one commits (the database libraries
+        release the GIL while they write). At most two batches wait for the committer: beyond
+        that, this thread waits and ZeroMQ holds the messages.
+        """
         opts = self.options
         writer = self.writer
         sock = self._sock
         batch_ns = round(opts.batch_ms * 1e6)
+        handoff: queue.Queue = queue.Queue(maxsize=2)
+        failed: list[BaseException] = []
+        committer = threading.Thread(target=self._commit_loop, args=(handoff, failed), name="store-commit",
+                                     daemon=True)
+        committer.start()
         next_retention = time.monotonic() + 1.0 if self.retention else None
+
+        def hand_over(item: object) -> None:
+            while True:
+                if failed:
+                    raise failed[0]
+                try:
+                    handoff.put(item, timeout=0.25)
+                    return
+                except queue.Full:
+                    continue
+
         try:
             while not stop.is_set():
+                if failed:
+                    raise failed[0]
                 since = writer.pending_since_ns
                 if since is None:
                     wait_ms = 250
@@ -77,13 +105,33 @@ class StoreService:
                         writer.add(parts[0], parts[1] if len(parts) > 1 else b"", parts[2:], time.time_ns())
                 since = writer.pending_since_ns
                 if since is not None and (writer.pending >= opts.batch_max or time.time_ns() - since >= batch_ns):
-                    writer.flush()
+                    hand_over(writer.take())
                 if next_retention is not None and time.monotonic() >= next_retention:
-                    writer.flush()
-                    self.retention.run()
+                    hand_over(_RETENTION)
                     next_retention = time.monotonic() + opts.retention.interval_s
+            batch = writer.take()
+            if batch is not None:
+                hand_over(batch)
         finally:
-            writer.flush()
+            handoff.put(_STOP)
+            committer.join()
+        if failed:
+            raise failed[0]
+
+    def _commit_loop(self, handoff: queue.Queue, failed: list[BaseException]) -> None:
+        while True:
+            item = handoff.get()
+            if item is _STOP:
+                return
+            if failed:
+                continue                      # drain: the receiving thread is told and stops
+            try:
+                if item is _RETENTION:
+                    self.retention.run()
+                else:
+                    self.writer.commit(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
+                failed.append(exc)
 
     def close(self) -> None:
         self._sock.close(linger=0)

@@ -99,8 +99,10 @@ class _Publisher:
 @dataclass
 class _Pending:
     verdicts: list[tuple] = field(default_factory=list)
-    defects: list[tuple] = field(default_factory=list)
-    defect_messages: list[tuple] = field(default_factory=list)
+    # (publisher, verdict_seq, idx) -> a row, or the arguments to build one from the verdict
+    # later: a defect message in the same batch replaces it, so most defects are built once.
+    defects: dict[tuple, Any] = field(default_factory=dict)
+    defect_messages: list[tuple] = field(default_factory=list)   # defects whose verdict came earlier
     crops: list[tuple] = field(default_factory=list)
     uninspected: list[tuple] = field(default_factory=list)
     events: list[tuple] = field(default_factory=list)
@@ -109,18 +111,23 @@ class _Pending:
     messages: int = 0
     first_received_ns: int | None = None
     last_publish_wall_ns: int | None = None
+    publishers: list[tuple] = field(default_factory=list)   # filled by take()
 
 
+# JSON gives exactly int, float, str, bool, None, list, dict: exact type checks are enough (and
+# quick: these run for every field of every message).
 def _int(v: Any) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    t = type(v)
+    return v if t is int else int(v) if t is float else None
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    t = type(v)
+    return v if t is float else float(v) if t is int else None
 
 
 def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
+    return v if type(v) is str else None
 
 
 class StoreWriter:
@@ -189,16 +196,21 @@ class StoreWriter:
             if not self._track(pub, camera, seq, kind, publish_ns, now):
                 self.duplicates += 1
                 return
-        if kind == "verdict" and camera is not None and seq is not None:
-            self._verdict(msg, text, now)
-        elif kind == "defect" and camera is not None:
-            self._defect(msg, text, extra, now)
-        elif kind == "uninspected" and camera is not None and seq is not None:
-            self._uninspected(msg, text, now)
-        else:
-            if kind in ("coil_start", "coil_end") and camera is not None:
-                self._coil_event(kind, msg, text, now)
-            p.events.append((pub, seq, kind, camera, topic_text, publish_ns, now, text))
+        try:
+            if kind == "verdict" and camera is not None and seq is not None:
+                self._verdict(msg, text, now)
+            elif kind == "defect" and camera is not None:
+                self._defect(msg, text, extra, now)
+            elif kind == "uninspected" and camera is not None and seq is not None:
+                self._uninspected(msg, text, now)
+            else:
+                if kind in ("coil_start", "coil_end") and camera is not None:
+                    self._coil_event(kind, msg, text, now)
+                p.events.append((pub, seq, kind, camera, topic_text, publish_ns, now, text))
+        except (TypeError, ValueError, OverflowError):
+            # A field of an unexpected type (a NaN, a string for a number): the message is kept
+            # as it came, under a kind of its own, and the store goes on.
+            p.events.append((pub, None, f"unstorable_{kind}"[:40], camera, topic_text, publish_ns, now, text))
 
     def _track(self, pub: str, camera: str, seq: int, kind: str, publish_ns: int | None, now: int) -> bool:
         """Update the publisher's count; False for a message stored already."""
@@ -318,11 +330,13 @@ class StoreWriter:
             _int(msg.get("publish_wall_ns")), now, _int(msg.get("inference_start_wall_ns")),
             _int(msg.get("inference_end_wall_ns")), strip, coil_pos, length, _int(msg.get("width")),
             _int(msg.get("height")), int(bool(msg.get("late"))), _int(msg.get("gate_deadline_wall_ns")), text))
-        for i, d in enumerate(defects):
-            if isinstance(d, dict):
-                self._pending.defects.append(self._defect_row(
-                    d, pub, seq, i, None, camera, coil, _int(msg.get("frame")), strip, base,
-                    _str(msg.get("status")), capture, now, None, None))
+        if defects:
+            pending = self._pending.defects
+            frame, status = _int(msg.get("frame")), _str(msg.get("status"))
+            for i, d in enumerate(defects):
+                if isinstance(d, dict):
+                    pending[(pub, seq, i)] = (d, pub, seq, i, None, camera, coil, frame, strip, base, status,
+                                              capture, now, None, None)
 
     @staticmethod
     def _defect_row(d: dict[str, Any], pub: str, verdict_seq: int, idx: int, defect_seq: int | None, camera: str,
@@ -357,10 +371,15 @@ class StoreWriter:
         base = coil_pos if coil_pos is not None else strip
         coil = _str(msg.get("coil"))
         crop = msg.get("crop") if isinstance(msg.get("crop"), dict) else None
-        self._pending.defect_messages.append(self._defect_row(
+        row = self._defect_row(
             msg, pub, verdict_seq, idx, _int(msg.get("seq")), camera, coil, _int(msg.get("frame")), strip, base,
             _str(msg.get("verdict_status")), _int(msg.get("capture_wall_ns")), now,
-            json.dumps(crop, separators=(",", ":")) if crop is not None else None, text))
+            json.dumps(crop, separators=(",", ":")) if crop is not None else None, text)
+        key = (pub, verdict_seq, idx)
+        if key in self._pending.defects:
+            self._pending.defects[key] = row          # its verdict is in this batch: one row, written once
+        else:
+            self._pending.defect_messages.append(row)
         if crop is not None and extra:
             jpeg = bytes(extra[0])
             self._pending.crops.append((pub, verdict_seq, idx, now, len(jpeg), jpeg))
@@ -376,18 +395,33 @@ class StoreWriter:
             c_start, c_end, _int(msg.get("first_capture_wall_ns")), _int(msg.get("last_capture_wall_ns")), now, text))
 
     # -- one transaction -----------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write what is queued in one transaction; returns the number of messages committed."""
+    def take(self) -> _Pending | None:
+        """Hand the queued rows over as one batch (with the publishers' rows as of now), or None.
+
+        ``take`` runs on the receiving thread, ``commit`` may run on another: the store
+        receives the next batch while the database writes this one.
+        """
         p = self._pending
         if not p.messages:
-            return 0
-        dirty = [(pub, s) for pub, s in self._pubs.items() if s.dirty]
+            return None
+        p.publishers = [(pub, s.camera, s.first_seq, s.last_seq, s.first_received_ns, s.last_received_ns,
+                         s.last_publish_wall_ns, s.last_heartbeat_wall_ns, s.messages)
+                        for pub, s in self._pubs.items() if s.dirty]
+        for s in self._pubs.values():
+            s.dirty = False
+            s.messages = 0
+        self._pending = _Pending()
+        return p
+
+    def commit(self, p: _Pending) -> int:
+        """Write one batch in one transaction; returns the number of messages committed."""
         db = self.db
         with db.transaction():
             if p.verdicts:
                 db.executemany(_VERDICT_SQL, p.verdicts)
             if p.defects:
-                db.executemany(_DEFECT_FROM_VERDICT_SQL, p.defects)
+                db.executemany(_DEFECT_FROM_VERDICT_SQL, [
+                    r if len(r) == 26 else self._defect_row(*r) for r in p.defects.values()])
             if p.defect_messages:
                 db.executemany(_DEFECT_MESSAGE_SQL, p.defect_messages)
             if p.crops:
@@ -402,17 +436,15 @@ class StoreWriter:
                 db.executemany(_GAP_SQL, [
                     (g.publisher, g.camera, g.reason, g.expected, g.received, g.missing, g.previous_publisher,
                      g.previous_last_seq, p.first_received_ns) for g in p.gaps])
-            if dirty:
-                db.executemany(_PUBLISHER_SQL, [
-                    (pub, s.camera, s.first_seq, s.last_seq, s.first_received_ns, s.last_received_ns,
-                     s.last_publish_wall_ns, s.last_heartbeat_wall_ns, s.messages) for pub, s in dirty])
-        for _, s in dirty:
-            s.dirty = False
-            s.messages = 0
+            if p.publishers:
+                db.executemany(_PUBLISHER_SQL, p.publishers)
         self.committed += p.messages
         self.batches += 1
         if p.last_publish_wall_ns is not None:
             self.last_commit_lag_ns = time.time_ns() - p.last_publish_wall_ns
-        n = p.messages
-        self._pending = _Pending()
-        return n
+        return p.messages
+
+    def flush(self) -> int:
+        """Write what is queued in one transaction (``take`` + ``commit``); returns the messages committed."""
+        p = self.take()
+        return 0 if p is None else self.commit(p)
