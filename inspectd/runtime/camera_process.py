@@ -81,6 +81,8 @@ _WRITE_TIMEOUT_S = 5.0
 _STOP_TIMEOUT_S = 5.0
 # How often the parent's thread looks at stop and silence while no message comes.
 _POLL_S = 0.05
+# Before the very first frame, silence counts only after this much more.
+_FIRST_FRAME_GRACE_NS = 2_000_000_000
 # A child stopped by SIGTERM: how long to wait for the parent's own stop (systemd signals both).
 _SIGNAL_GRACE_S = 1.0
 
@@ -183,6 +185,20 @@ def _send(conn: Connection, msg: tuple) -> None:
         pass
 
 
+def _command(conn: Connection, src: Any, msg: tuple) -> bool:
+    """A command from the parent; False if it says stop."""
+    if msg[0] == "stop":
+        conn.send(("stopped", "stop"))
+        return False
+    if msg[0] == "execute":
+        try:
+            src.execute(msg[1])
+            log.info("camera_command", node=msg[1])
+        except InspectdError as exc:
+            log.warning("camera_command_failed", node=msg[1], error=str(exc))
+    return True
+
+
 def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Event, parent_pid: int) -> None:
     from inspectd.runtime.sources.base import FrameTimeout
 
@@ -192,10 +208,8 @@ def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Even
         if stop.is_set() or os.getppid() != parent_pid:
             conn.send(("stopped", "signal"))
             return
-        if conn.poll():
-            msg = conn.recv()
-            if msg[0] == "stop":
-                conn.send(("stopped", "stop"))
+        while conn.poll():
+            if not _command(conn, src, conn.recv()):
                 return
         try:
             grab = src.grab()
@@ -206,9 +220,10 @@ def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Even
             conn.send(("frame", grab.index, grab.camera_frame_id, grab.camera_timestamp_ns,
                        grab.capture_ns, grab.capture_wall_ns))
             slot = conn.recv()
-            if isinstance(slot, tuple):      # "stop" crossed our request
-                conn.send(("stopped", "stop"))
-                return
+            while isinstance(slot, tuple):      # a command crossed our request
+                if not _command(conn, src, slot):
+                    return
+                slot = conn.recv()
             if slot >= 0:
                 ok = False
                 try:
@@ -274,6 +289,7 @@ class CameraProcess:
         self._log = (resolve_format(log_format), log_level)   # type: ignore[arg-type]
         self._shm: SharedMemory | None = None
         self._unlinked = False
+        self._commands: list[str] = []
         self._lock = threading.Lock()
         self.child: _Child | None = None
         self.spawns = 0
@@ -327,6 +343,11 @@ class CameraProcess:
         with self._lock:
             self.child = child
         return msg[1]
+
+    def execute(self, node: str) -> None:
+        """Have the child execute a command node on the camera (``AcquisitionStop``: what
+        another program holding the camera can do); sent between frames by the acquisition thread."""
+        self._commands.append(node)
 
     def send_start(self) -> None:
         assert self.child is not None and self._shm is not None
@@ -468,7 +489,7 @@ class CameraAcquisition(threading.Thread):
             try:
                 if self._silent_since_ns is None and (self.error is not None or self._child_down is not None):
                     self._silent_since_ns = self._last_seen_ns      # the stretch after the last frame
-                self._cover_silence(time.monotonic_ns())
+                self._cover_silence(time.monotonic_ns(), final=True)
             except Exception:   # noqa: BLE001 - the reports must not hide the error
                 pass
             self.source.kill()
@@ -488,6 +509,8 @@ class CameraAcquisition(threading.Thread):
             child = src.child
             if child is not None:
                 try:
+                    while src._commands:
+                        child.conn.send(("execute", src._commands.pop(0)))
                     if child.conn.poll(_POLL_S):
                         self._handle(child, child.conn.recv())
                 except (EOFError, OSError):
@@ -517,8 +540,14 @@ class CameraAcquisition(threading.Thread):
         elif kind == "stopped":
             if msg[1] == "signal" and self.stop_event.wait(_SIGNAL_GRACE_S):
                 return      # systemd stops the whole service: so do we
-            self._down(child, "the acquisition process was stopped by a signal")
-        # "started": nothing to do
+            self._down(child, "the acquisition process was stopped by a signal" if msg[1] == "signal"
+                       else "the acquisition process stopped")
+        elif kind == "started":
+            # The camera streams from now: silence counts from here (starting takes its time).
+            now = time.monotonic_ns()
+            self._last_seen_ns = max(self._last_seen_ns, now)
+            if self._silent_since_ns is None:
+                self._covered_ns = max(self._covered_ns, now)
 
     def _frame(self, child: _Child, cindex: int, fid: int | None, ts: int | None,
                capture_ns: int, wall_ns: int) -> None:
@@ -545,15 +574,18 @@ class CameraAcquisition(threading.Thread):
                 if not child.conn.poll(_WRITE_TIMEOUT_S):
                     raise EOFError
                 reply = child.conn.recv()
-                kept = reply[0] == "written" and bool(reply[1])
             except (EOFError, OSError):
                 self.ring.abort(slot, frame)
                 self._down(child, "the acquisition process stopped while copying a frame")
                 return
+            kept = reply[0] == "written" and bool(reply[1])
             if kept:
                 self.ring.commit(slot, frame)
             else:
                 self.ring.abort(slot, frame)
+            if reply[0] != "written":
+                self._handle(child, reply)       # "failed" (the copy raised) or "stopped"
+                return
         now = time.monotonic_ns()
         with self._lock:
             self._read += 1
@@ -599,7 +631,10 @@ class CameraAcquisition(threading.Thread):
 
     def _watch(self, now: int) -> None:
         down = self._child_down is not None
-        if not down and (self.silent_after_ns is None or now - self._last_seen_ns < self.silent_after_ns):
+        after = self.silent_after_ns
+        if after is not None and self._last_frame_ns is None:
+            after += _FIRST_FRAME_GRACE_NS     # a camera takes its time to send the very first frame
+        if not down and (after is None or now - self._last_seen_ns < after):
             return
         with self._lock:
             if self._silent_since_ns is None:
@@ -621,9 +656,11 @@ class CameraAcquisition(threading.Thread):
             return                       # silent, not yet for long enough (a dead child: at once)
         if self._attempts >= self.source.cfg.reconnect_attempts:
             silent_s = (now - (self._silent_since_ns or self._last_seen_ns)) / 1e9
+            tried = (f"after {self._attempts} reconnect attempt(s)" if self._attempts else
+                     "(source.genicam.reconnect_attempts is 0)")
             raise InspectdError(
-                f"camera {self.source.camera!r}: no frame for {silent_s:.1f} s after {self._attempts} "
-                f"reconnect attempt(s) ({self._child_down or 'the camera is silent'})", EXIT_FAILURE)
+                f"camera {self.source.camera!r}: no frame for {silent_s:.1f} s {tried}: "
+                f"{self._child_down or 'the camera is silent'}", EXIT_FAILURE)
         self._reconnect(now)
 
     def _reconnect(self, now: int) -> None:
@@ -644,12 +681,15 @@ class CameraAcquisition(threading.Thread):
         self._attempt_ns = time.monotonic_ns()
         self._cover_silence(self._attempt_ns)
 
-    def _cover_silence(self, now: int) -> None:
-        """While silent: report the strip that passed unseen since the last frame (or report)."""
+    def _cover_silence(self, now: int, final: bool = False) -> None:
+        """While silent: report the strip that passed unseen since the last frame (or report).
+        ``final``: acquisition ends silent; the frame length now passing counts too."""
         if self._silent_since_ns is None or self._last_frame_ns is None:
             return           # not silent, or nothing seen yet: no position to start from
         h, w = self.source.frame_shape[:2]
         wall_offset = time.time_ns() - time.monotonic_ns()
+        if final:
+            now += self.period_ns - 1
         while self._covered_ns + self.period_ns <= now:
             self._covered_ns += self.period_ns
             self._last_index += 1

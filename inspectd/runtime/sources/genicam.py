@@ -323,6 +323,17 @@ class GenICamSource:
         names = ("PixelFormat", "Width", "Height", "AcquisitionFrameRate", "ExposureTime", "TriggerMode")
         return {n: read_node(nm, n) for n in names if nm.has_node(n)}
 
+    def execute(self, name: str) -> None:
+        """Execute the command node ``name`` (``AcquisitionStop``, ``TriggerSoftware``, ...)."""
+        assert self._ia is not None
+        nm = self._ia.remote_device.node_map
+        if not nm.has_node(name):
+            raise InspectdError(f"{self.where}: the camera has no {name} node")
+        try:
+            nm.get_node(name).execute()
+        except Exception as exc:   # noqa: BLE001 - genapi raises its own exception family
+            raise InspectdError(f"{self.where}: the camera refuses {name}: {_short(exc)}") from None
+
     # -- acquisition ---------------------------------------------------------------
     def start(self) -> None:
         assert self._ia is not None, "start() after stop()"

@@ -1,0 +1,316 @@
+"""The GenICam camera in its own process (runtime.camera_process) on the viky simulator: the
+shared-memory ring's policies and books with a real child process, the service inspecting
+every frame at a modest rate, and what happens when the camera falls silent."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import genicam
+import pytest
+
+from inspectd.config import default_config
+from inspectd.errors import InspectdError
+from inspectd.runtime.camera_process import CameraProcess, acquisition_for, ring_for
+from inspectd.runtime.frame import FrameMeta
+from inspectd.runtime.notify import Notifier
+from inspectd.runtime.pipeline import Pipeline
+from inspectd.runtime.ringbuffer import OverflowPolicy, RingConfig
+from inspectd.runtime.sources import GenICamConfig
+from notify_listener import NotifyListener
+from stand_ins import ThresholdBackend
+
+VIKY = Path(genicam.__file__).with_name("viky.cti")
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not VIKY.exists(), reason="the genicam package ships no viky.cti here")
+
+
+def viky(**kw) -> GenICamConfig:
+    kw.setdefault("width", 200)
+    kw.setdefault("height", 200)
+    return GenICamConfig(cti=[str(VIKY)], **kw)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:     # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.metas: list[FrameMeta] = []
+
+    def __call__(self, meta: FrameMeta) -> None:
+        with self.lock:
+            self.metas.append(meta)
+
+
+# -- the shared-memory ring, fed by a real child process ----------------------------------
+@pytest.mark.parametrize("policy", list(OverflowPolicy))
+def test_shared_ring_policies_and_books(policy):
+    src = CameraProcess(viky(serial="0", frame_rate=150.0, buffers=3), "cam0", position=lambda i: 0.1 * i)
+    pid = src.pid
+    assert pid and alive(pid)
+    dropped, lost, silent = Collect(), Collect(), Collect()
+    ring = ring_for(src, RingConfig(slots=4, policy=policy), dropped)
+    shm = Path("/dev/shm") / src._shm.name
+    assert shm.exists()
+    stop = threading.Event()
+    acq = acquisition_for(src, ring, stop, realtime=False, frame_period_s=0.01,
+                          on_lost=lost, on_silent=silent)
+    inspected = []
+    acq.start()
+    t0 = time.monotonic()
+    try:
+        while (f := ring.get(timeout=30)) is not None:
+            assert f.image.shape == (200, 200) and f.strip_position_m == pytest.approx(0.1 * f.index)
+            inspected.append((f.index, f.camera_frame_id, f.image.copy()))
+            if len(inspected) % 10 == 0:
+                time.sleep(0.1)              # inference falling behind now and then
+            ring.release(f)
+            if time.monotonic() - t0 > 2.0:
+                stop.set()
+    finally:
+        stop.set()
+        acq.join(30)
+    assert acq.error is None, acq.error
+    assert not alive(pid), "the acquisition process outlived its acquisition"
+    assert not shm.exists(), "the shared memory was not unlinked"
+    c = ring.counters()
+    assert c.captured == c.inspected + c.dropped and c.queued == 0 and c.in_flight == 0
+    assert c.inspected == len(inspected) and c.dropped == len(dropped.metas)
+    assert not silent.metas
+    # Every camera frame id from the first to the last: inspected, dropped by the ring or lost
+    # by the camera, exactly once; our indices follow them.
+    ids = [i[1] for i in inspected] + [m.camera_frame_id for m in dropped.metas + lost.metas]
+    assert len(ids) == len(set(ids)) and sorted(ids) == list(range(min(ids), max(ids) + 1))
+    idx = [i[0] for i in inspected] + [m.index for m in dropped.metas + lost.metas]
+    assert sorted(idx) == list(range(len(idx)))
+    assert [i[0] for i in inspected] == sorted(i[0] for i in inspected)
+    assert any(img.std() > 0 for *_, img in inspected)        # real pictures came through
+    if policy is OverflowPolicy.block:
+        assert c.dropped_overflow <= 1 and lost.metas, "block keeps the child waiting: the camera skips"
+    else:
+        assert c.dropped_overflow > 0 and not lost.metas or c.dropped_overflow > 0
+    if policy is OverflowPolicy.drop_oldest:
+        # The newest frame is never the one dropped: the last frame taken in is inspected.
+        assert max(i[0] for i in inspected) > max(m.index for m in dropped.metas)
+
+
+def test_camera_errors_come_back_as_one_line_and_no_process_stays():
+    before = set(_children())
+    with pytest.raises(InspectdError) as exc:
+        CameraProcess(viky(serial="4711"), "cam0")
+    msg = str(exc.value)
+    assert "\n" not in msg and "camera 'cam0'" in msg and "no device with serial '4711'" in msg
+    with pytest.raises(InspectdError) as exc:
+        CameraProcess(viky(serial="0", width=5000), "cam0")
+    assert "the camera rejects Width = 5000" in str(exc.value)
+    time.sleep(0.2)
+    assert set(_children()) <= before
+
+
+def _children() -> list[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+        try:
+            out += [int(p) for p in Path(f"/proc/{os.getpid()}/task/{tid}/children").read_text().split()]
+        except OSError:
+            pass
+    return [p for p in out if alive(p)]
+
+
+def test_the_acquisition_process_dies_with_its_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys\n"
+        "from inspectd.runtime.camera_process import CameraProcess\n"
+        "from inspectd.runtime.sources import GenICamConfig\n"
+        f"src = CameraProcess(GenICamConfig(cti=[{str(VIKY)!r}], serial='2'), 'cam0')\n"
+        "print(src.pid, flush=True)\n"
+        "sys.stdin.readline()\n")
+    p = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, cwd=ROOT)
+    child = int(p.stdout.readline())
+    assert alive(child)
+    p.kill()                                     # SIGKILL: no atexit, no cleanup in the parent
+    p.wait(10)
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
+
+
+# -- the service ------------------------------------------------------------------------------
+class Tap:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: list[dict] = []
+
+    def __call__(self, topic, msg) -> None:
+        with self.lock:
+            self.messages.append(msg)
+
+    def kind(self, kind: str) -> list[dict]:
+        with self.lock:
+            return [m for m in self.messages if m["kind"] == kind]
+
+    def wait(self, pred, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred(self):
+                return True
+            time.sleep(0.05)
+        return False
+
+
+def camera_cfg(**genicam_kw):
+    cfg = default_config()
+    cfg.camera = "cam0"
+    cfg.source.kind = "genicam"
+    cfg.source.genicam = viky(**genicam_kw)
+    cfg.ring.policy = OverflowPolicy.drop_oldest
+    cfg.ring.slots = 8
+    cfg.bus.heartbeat_interval_s = 0.2
+    cfg.service.status_interval_s = 0.2
+    cfg.bus.status_interval_s = 0.2
+    cfg.log.verdicts = "none"
+    return cfg
+
+
+def run_in_thread(pipe: Pipeline):
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", pipe.run()))
+    t.start()
+    return t, result
+
+
+def test_every_frame_inspected_at_a_modest_rate():
+    cfg = camera_cfg(serial="0", frame_rate=25.0)
+    tap = Tap()
+    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
+    t, result = run_in_thread(pipe)
+    assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 75, 60)      # ~3 s of camera
+    pipe.request_stop()
+    t.join(60)
+    r = result["r"]
+    assert r.exit_code == 0, r.error
+    c = r.counters
+    verdicts = tap.kind("verdict")
+    assert c["uninspected"] == 0 and not tap.kind("uninspected"), c["uninspected_by_reason"]
+    assert c["captured"] == c["inspected"] == len(verdicts) >= 75
+    assert [v["frame"] for v in verdicts] == list(range(len(verdicts)))
+    # The camera's own frame ids: consecutive, none skipped.
+    fids = [v["camera_frame_id"] for v in verdicts]
+    assert fids == list(range(fids[0], fids[0] + len(fids)))
+
+
+def _silent_cfg(**kw):
+    # 200 rows at 0.5 mm: a frame is 0.1 m; at 2 m/s the strip passes one frame length per 50 ms.
+    cfg = camera_cfg(serial="1", frame_rate=40.0, silent_after_s=0.3, **kw)
+    cfg.line.speed_m_per_s = 2.0
+    return cfg
+
+
+def test_a_camera_stopped_from_outside_is_reported_silent_then_reconnected():
+    cfg = _silent_cfg(reconnect_after_s=1.0, reconnect_attempts=2)
+    tap = Tap()
+    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
+    first_pid = pipe.source.pid
+    t, result = run_in_thread(pipe)
+    try:
+        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 20)
+        statuses = len(tap.kind("status"))
+        pipe.source.execute("AcquisitionStop")           # the camera stops delivering
+        assert tap.wait(lambda tp: any(m["counters"].get("acquisition", {}).get("camera_silent")
+                                       for m in tp.kind("status")[statuses:]), 10)
+        assert "CAMERA SILENT" in pipe.status_line()
+        # Reconnected: a fresh acquisition process, and frames again.
+        assert tap.wait(lambda tp: pipe.source.pid not in (None, first_pid), 15)
+        n = len(tap.kind("verdict"))
+        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= n + 10, 30)
+    finally:
+        pipe.request_stop()
+        t.join(60)
+    r = result["r"]
+    assert r.exit_code == 0, r.error
+    assert not alive(first_pid)
+    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
+    assert silent, [m["reason"] for m in tap.kind("uninspected")]
+    verdicts = tap.kind("verdict")
+    before = [v for v in verdicts if v["frame"] < silent[0]["first_frame"]]
+    after = [v for v in verdicts if v["frame"] > silent[-1]["last_frame"]]
+    assert before and after
+    # The silent stretches start right after the last frame seen and run on without a hole
+    # (positions from the line speed: one frame length, 0.1 m, per silent frame).
+    assert silent[0]["first_frame"] == before[-1]["frame"] + 1
+    assert silent[0]["strip_start_m"] == pytest.approx(before[-1]["strip_position_m"] + 0.1)
+    for a, b in zip(silent, silent[1:]):
+        assert b["first_frame"] == a["last_frame"] + 1
+        assert b["strip_start_m"] == pytest.approx(a["strip_end_m"])
+    # About the strip that passed: from the last frame to the first after reconnection.
+    passed_s = (after[0]["capture_wall_ns"] - before[-1]["capture_wall_ns"]) / 1e9
+    covered_m = silent[-1]["strip_end_m"] - silent[0]["strip_start_m"]
+    assert covered_m == pytest.approx(passed_s * 2.0, abs=0.3)
+    # Each frame index is a verdict or uninspected, once; the books balance.
+    c = r.counters
+    assert c["uninspected_by_reason"]["camera_silent"] == sum(m["count"] for m in silent)
+    assert c["captured"] == c["inspected"] + c["uninspected"]     # silent frames count as captured
+
+
+def test_silence_without_reconnection_stops_the_watchdog(tmp_path):
+    cfg = _silent_cfg(reconnect_after_s=None)
+    cfg.service.watchdog_when_idle = True
+    lst = NotifyListener(path=str(tmp_path / "notify.sock"))
+    env = lst.env(watchdog_usec=400_000)
+    env["WATCHDOG_PID"] = str(os.getpid())
+    tap = Tap()
+    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False,
+                    notifier=Notifier(environ=env))
+    t, result = run_in_thread(pipe)
+    try:
+        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+        pipe.source.execute("AcquisitionStop")
+        assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
+        time.sleep(0.5)
+        pings = sum("WATCHDOG=1" in m for m in lst.messages)
+        time.sleep(1.5)                                  # several watchdog intervals, silent
+        assert sum("WATCHDOG=1" in m for m in lst.messages) == pings
+        assert any(m["reason"] == "camera_silent" for m in tap.kind("uninspected"))
+    finally:
+        pipe.request_stop()
+        t.join(60)
+        lst.close()
+    assert result["r"].exit_code == 0
+
+
+def test_a_dead_acquisition_process_ends_the_service_and_the_strip_after_it_is_reported(capfd):
+    cfg = _silent_cfg(reconnect_after_s=0.5, reconnect_attempts=0)
+    tap = Tap()
+    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
+    t, result = run_in_thread(pipe)
+    assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+    os.kill(pipe.source.pid, signal.SIGKILL)            # a crash: no goodbye from the child
+    t.join(60)
+    r = result["r"]
+    assert r.exit_code == 1 and r.reason == "error"
+    assert "\n" not in str(r.error) and "camera 'cam0'" in str(r.error)
+    verdicts = tap.kind("verdict")
+    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
+    assert silent and silent[0]["first_frame"] == verdicts[-1]["frame"] + 1
+    assert r.counters["uninspected_by_reason"]["camera_silent"] == sum(m["count"] for m in silent) >= 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
