@@ -45,7 +45,7 @@ def test_shipped_default_config_differs_only_where_meant():
     got, want = _flat(to_mapping(cfg)), _flat(to_mapping(default_config()))
     differ = {k for k in want if got[k] != want[k]}
     assert differ == {"source.path", "ring.policy", "log.verdicts",
-                      "line.speed_m_per_s", "line.frame_length_m"}
+                      "line.speed_m_per_s", "line.frame_length_m", "control.address"}
 
 
 def test_sample_line_geometry_matches_the_recording():

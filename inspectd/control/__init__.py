@@ -2,5 +2,5 @@
 
 ``config`` (the ``control`` config section), ``server`` (the REP socket's thread in the
 daemon), ``client`` (one request from ``inspectd coil``). Requests and replies are single
-JSON objects; see docs/control.md.
+JSON objects; see docs/events.md, "Coils".
 """

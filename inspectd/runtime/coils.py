@@ -189,7 +189,7 @@ _REQUEST_KEYS = {
 class CoilDesk:
     """Coil requests (the control socket, ``replay --coil``) -> the tracker; their events -> the bus.
 
-    Requests and replies are the control socket's JSON objects (docs/control.md)::
+    Requests and replies are the control socket's JSON objects (docs/events.md, "Coils")::
 
         {"command": "coil_start", "coil": "C123", "width_mm": 1250, "meta": {"grade": "S235"}}
         {"command": "coil_end"}            {"command": "coil_end", "coil": "C123"}

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 # A message that starts with a config key ("inference.device: ...") names its own key.
 _LEADING_KEY = re.compile(r"^([a-z_]+(?:\.[A-Za-z0-9_\-]+)*)([: ])")
-_SECTIONS = ("camera", "source", "line", "ring", "inference", "merge", "bus", "log", "service")
+_SECTIONS = ("camera", "source", "line", "ring", "inference", "merge", "bus", "control", "alarms", "log", "service")
 
 
 @dataclass
@@ -113,6 +113,11 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
         report.append(_check_memory(cfg, shape, blame))
         with blame.on("bus.curve"):
             report.append(f"publish: {_check_bus(cfg)}")
+        with blame.on("alarms.periodic.classes"):
+            from inspectd.runtime.periodic import check_classes
+            check_classes(cfg.alarms.periodic, class_names)
+        with blame.on("control.curve"):
+            report.append(f"control: {_check_control(cfg)}")
     except BaseException:
         for obj, method in ((source, "stop"), (backend, "close")):
             fn = getattr(obj, method, None)
@@ -159,6 +164,14 @@ def _check_memory(cfg: "DaemonConfig", shape: tuple[int, ...] | None, blame: _Bl
         with blame.on("source.genicam.buffers"):
             check_fits(n * raw, f"{n} camera buffers x {raw} bytes", "source.genicam.buffers")
     return line + f", {human(ring)}"
+
+
+def _check_control(cfg: "DaemonConfig") -> str:
+    curve = cfg.control.curve
+    if cfg.control.address is not None and curve.enabled:
+        from inspectd.bus.curve import CurveServer
+        CurveServer.load(curve.server_secret_key, curve.allowed_clients_dir, "control.curve")
+    return cfg.control.address or "no socket (control.address is null)"
 
 
 def _check_bus(cfg: "DaemonConfig") -> str:
