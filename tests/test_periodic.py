@@ -207,6 +207,7 @@ def run_daemon(video: Path, coil: str | None = None) -> list[dict]:
     every message it sends."""
     cfg = load_config(ROOT / "configs" / "inspectd.yaml", {"source.path": str(video)})
     cfg.log.verdicts = "none"
+    cfg.control.address = None          # not needed here; a daemon running beside the tests may hold the port
     messages: list[dict] = []
     lock = threading.Lock()
 
