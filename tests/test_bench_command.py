@@ -99,3 +99,28 @@ def test_bench_rejects_bad_frame_size(capsys):
         main(["bench", "--frame-size", "200by200"])
     assert exc.value.code == 2
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_bench_camera_mode_tiny_run(tmp_path, checkpoint, capsys):
+    """Camera mode on viky: a recording of the camera's own frames, then the live camera; the
+    figures are consistent (a 10 frames/s camera is slower than any model: every frame inspected)."""
+    pytest.importorskip("genicam")
+    out = tmp_path / "camera.json"
+    code = main(["bench", "--model", str(checkpoint), "--camera-fps", "10", "--camera-seconds", "2",
+                 "--frames", "12", "--pipeline-backend", "torch", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    assert "| live viky at 10 frames/s" in capsys.readouterr().out
+    r = json.loads(out.read_text())
+    rec = r["recording"]
+    assert rec["captured"] == rec["inspected"] == 12 and rec["in_order"] and rec["inspected_per_s"] > 0
+    (cam,) = r["camera"]
+    assert cam["camera_fps_set"] == 10 and cam["in_order"]
+    assert cam["captured"] == cam["inspected"] + cam["uninspected"] and cam["inspected"] >= 10
+    assert cam["captured_per_s"] == pytest.approx(10, rel=0.2)
+    assert cam["camera_faster_than_model"] is (cam["captured_per_s"] > rec["inspected_per_s"])
+    assert cam["ratio_to_recording"] == pytest.approx(cam["inspected_per_s"] / rec["inspected_per_s"], rel=1e-3)
+
+
+def test_bench_camera_rates_are_checked(capsys):
+    assert main(["bench", "--camera-fps", "fast"]) == 2
+    assert "--camera-fps fast: 'fast' is neither a number nor 'max'" in capsys.readouterr().err

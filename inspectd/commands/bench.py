@@ -62,6 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: a <model>.int8.onnx next to the checkpoint if there is one, else "
                         "the bench frames)")
     p.add_argument("--workdir", metavar="DIR", help="keep the recording here (default: a temporary folder)")
+    p.add_argument("--camera-fps", metavar="LIST",
+                   help="camera mode instead: comma-separated frame rates of the viky GenICam simulator "
+                        "('max' for its maximum, 200 at 200x200), e.g. 'max,20'. In one run: the pipeline on "
+                        "a recording of --frames of the camera's own frames (the backend's rate), then on "
+                        "the live camera at each rate for --camera-seconds, and the ratio. Target: a camera "
+                        "faster than the model inspected at >= 0.9 x the recording rate, a slower one "
+                        "completely. Backend: --pipeline-backend (default openvino-bf16 where the CPU has "
+                        "bf16, else torch)")
+    p.add_argument("--camera-seconds", type=float, default=10.0, metavar="S",
+                   help="length of each live camera run (default: 10)")
     p.set_defaults(func=run)
 
 
@@ -81,6 +91,23 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(LogConfig(level="warning", verdicts="none"))
 
     from inspectd.bench import BenchOptions, markdown, run_bench
+
+    if args.camera_fps:
+        from inspectd.bench_camera import markdown as camera_markdown
+        from inspectd.bench_camera import parse_rates, run_camera_bench
+
+        result = run_camera_bench(BenchOptions(
+            model=Path(args.model).expanduser() if args.model else None, frames=args.frames,
+            frame_size=args.frame_size, backends=backends, pipeline_backend=args.pipeline_backend,
+            threads=args.threads, in_flight=args.in_flight, streams=args.streams,
+            workdir=Path(args.workdir).expanduser() if args.workdir else None,
+        ), parse_rates(args.camera_fps), args.camera_seconds,
+            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+        sys.stdout.write(camera_markdown(result))
+        sys.stdout.flush()
+        if json_path is not None:
+            json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        return 0
 
     result = run_bench(BenchOptions(
         model=Path(args.model).expanduser() if args.model else None,
