@@ -52,6 +52,21 @@ KINDS: tuple[str, ...] = ("verdict", "defect", "uninspected", "heartbeat", "stat
                           "coil_start", "coil_end", "alarm")
 SEP = "/"
 
+# Why frames went uninspected: the ``reason`` of an ``uninspected`` message (also its topic's
+# third field), with what each means for the strip. docs/events.md lists them from here
+# (pipelines/gen_events_docs.py; tests/test_events_docs.py checks it). A new reason is added
+# here first, then docs regenerated; subscribers must treat a reason they do not know like
+# any other uninspected strip.
+UNINSPECTED_REASONS: dict[str, str] = {
+    "overflow": "the ring buffer was full: inference fell behind the source and the overflow "
+                "policy (`ring.policy`) gave these frames up",
+    "camera_lost": "the camera skipped them (a gap in its frame ids): they never reached the host",
+    "camera_silent": "the camera delivered nothing while the line moved: frame-lengths of strip "
+                     "that passed unseen, from the line speed",
+    "shutdown": "the daemon stopped (SIGTERM, the end of a recording) before they were inspected",
+    "error": "inspection failed (a model or runtime error) while they waited or were being inspected",
+}
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _NOT_TOKEN = re.compile(r"[^a-z0-9_\-]+")
 
@@ -66,7 +81,7 @@ def check_token(value: str, what: str) -> str:
 
 
 def reason_token(reason: str) -> str:
-    """``reason`` of an uninspected stretch as a short lowercase token (``ring_overflow``)."""
+    """``reason`` of an uninspected stretch as a short lowercase token (``UNINSPECTED_REASONS``)."""
     token = _NOT_TOKEN.sub("_", str(reason).strip().lower()).strip("_")[:40]
     return token or "unknown"
 
