@@ -225,7 +225,11 @@ def test_errors_are_one_line(tmp_path, model):
     from inspectd.model.network import build_model
     other = save_checkpoint(build_model(load_preset("n").replace(class_names=["rust", "dent"])).eval(),
                             tmp_path / "other.safetensors")
-    _one_error_line(_replay(video, "--model", other), "other.safetensors", "rust, dent")
+    # A model of other classes runs (merge.default judges them); a rule naming a class the model
+    # lacks is refused naming both (blamed on --model, which chose the model: status 2).
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("merge: {rules: {crazing: {reject_score: 0.5}}}\n")
+    _one_error_line(_replay(video, "--model", other, "--config", rules), "rules.crazing", "rust, dent")
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("ring: {slots: -3}\n")
     _one_error_line(_replay(video, "--model", model, "--config", bad_cfg), str(bad_cfg), "ring.slots",

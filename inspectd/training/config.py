@@ -66,9 +66,9 @@ class TrainConfig:
     ema_tau: float = doc("EMA warm-up in steps: decay = 0.9999 * (1 - exp(-step / tau))", default=500.0)
     device: str = doc("where to train: 'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'",
                       default="auto")
-    bf16: Literal["auto", "on", "off"] = doc(
-        "bfloat16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 (avx512_bf16/AMX)",
-        default="off")
+    bf16: Literal["auto", "on", "off"] | bool = doc(
+        "bfloat16 autocast on CPU: 'auto' turns it on where the CPU has native bf16 (avx512_bf16/AMX); "
+        "on/off (YAML's true/false) force it", default="off")
     fp16: bool = doc("float16 autocast with a gradient scaler when training on CUDA", default=True)
     workers: int = doc("data-loading worker processes (0 = in the training process); augmentation is "
                        "seeded per image and epoch, so the result does not depend on it", default=0)
@@ -91,6 +91,8 @@ class TrainConfig:
             fail(where, "batch_size", "must be at least 1")
         if not self.stages:
             fail(where, "stages", "needs at least one stage")
+        if isinstance(self.bf16, bool):      # YAML reads a bare on/off as true/false
+            self.bf16 = "on" if self.bf16 else "off"
         if self.workers < 0:
             fail(where, "workers", "must be 0 or more")
         if self.device != "auto" and not (self.device in ("cpu", "cuda") or
