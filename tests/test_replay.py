@@ -166,8 +166,9 @@ def test_sigterm_exits_zero_with_every_inspected_frame_written(tmp_path, model):
                           "--log-format", "json", "--log-level", "info"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     deadline = time.monotonic() + 240
+    partial = out.with_name(out.name + ".partial")     # its name until the replay ends
     while time.monotonic() < deadline and p.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 5:
+        if partial.exists() and partial.read_text().count("\n") >= 5:
             break
         time.sleep(0.05)        # another process's file: polling is the only way to see it grow
     assert p.poll() is None, p.communicate()[1]
@@ -179,6 +180,7 @@ def test_sigterm_exits_zero_with_every_inspected_frame_written(tmp_path, model):
     c = stopped[0]
     assert c["reason"] == "signal" and c["frames_accounted"] is True
     rows = _lines(out)
+    assert not partial.exists()
     assert len(rows) == c["inspected"] >= 5
     assert [v["frame"] for v in rows] == list(range(len(rows)))
     assert c["captured"] == c["inspected"] + c["uninspected"] < 400

@@ -58,14 +58,16 @@ class JsonLinesTap:
     """The publisher's tap: every verdict message, as sent, one JSON object per line.
 
     A write that fails (disk full, a closed pipe) is kept in ``error`` and ``on_error`` is
-    called once, so that the replay stops instead of inspecting frames nobody records.
+    called once with it, so that the replay stops (as for any fatal error) instead of
+    inspecting frames nobody records; it is not raised to the publisher, which would log it
+    a second time.
     """
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
         self.lines = 0
         self.error: BaseException | None = None
-        self.on_error: Callable[[], None] | None = None
+        self.on_error: Callable[[BaseException], None] | None = None
         self._lock = threading.Lock()
 
     def __call__(self, topic: str | bytes, payload: dict[str, Any]) -> None:
@@ -79,9 +81,39 @@ class JsonLinesTap:
             except (OSError, ValueError) as exc:
                 self.error = exc
                 if self.on_error is not None:
-                    self.on_error()
-                raise
+                    self.on_error(exc)
+                return
             self.lines += 1
+
+
+class OutFile:
+    """``--out PATH``: verdicts go to ``PATH.partial`` beside it, renamed to PATH when the
+    replay ends, so that PATH is never a half-written file; after a failed write the partial
+    file is removed. A PATH that is not a regular file (a pipe, /dev/stdout) is written as is."""
+
+    def __init__(self, path: Path, option: str):
+        from inspectd.errors import InspectdError
+
+        self.path = path
+        self.direct = path.exists() and not path.is_file()
+        self.partial = path if self.direct else path.with_name(path.name + ".partial")
+        try:
+            self.stream: IO[str] = open(self.partial, "w", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise InspectdError(f"{option}: cannot write: {exc.strerror}") from None
+
+    def finish(self, keep: bool) -> None:
+        """Close; ``keep``: give the file its name, else remove it."""
+        try:
+            self.stream.close()
+        except OSError:
+            keep = False          # the last lines did not reach the disk
+        if self.direct:
+            return
+        if keep:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
 
 
 def _is_verdict(topic: str | bytes, payload: dict[str, Any]) -> bool:
@@ -217,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
                         given_options(args, **{"source.path": "replay FILE"}))
 
     out_stream: IO[str] | None = None
+    out_file: OutFile | None = None
     tap = None
     if args.out:
         if args.out == "-":
@@ -225,16 +258,15 @@ def run(args: argparse.Namespace) -> int:
             out_path = Path(args.out).expanduser()
             if not out_path.parent.is_dir():
                 raise InspectdError(f"--out {args.out}: folder {out_path.parent} does not exist")
-            try:
-                out_stream = open(out_path, "w", encoding="utf-8", buffering=1)
-            except OSError as exc:
-                raise InspectdError(f"--out {args.out}: cannot write: {exc.strerror}") from None
+            out_file = OutFile(out_path, f"--out {args.out}")
+            out_stream = out_file.stream
         tap = JsonLinesTap(out_stream)
 
     from inspectd.runtime.pipeline import Pipeline
 
     interactive = not args.quiet and sys.stderr.isatty()
     console = Console(interactive, "none" if args.quiet else (args.show or cfg.log.verdicts))
+    result = None
     try:
         pipeline = Pipeline(
             cfg, realtime=args.realtime, tap=_taps(tap, console.tap if console.show != "none" else None),
@@ -242,26 +274,31 @@ def run(args: argparse.Namespace) -> int:
             source=checked.source, backend=checked.backend, coil=args.coil,
         )
         if tap is not None:
-            tap.on_error = lambda: pipeline.request_stop(hurry=True)
+            def out_failed(exc: BaseException) -> None:
+                if isinstance(exc, BrokenPipeError) and out_stream is sys.stdout:
+                    pipeline.request_stop(hurry=True)   # `--out - | head`: the reader has all it wanted
+                    return
+                reason = getattr(exc, "strerror", None) or str(exc)
+                removed = "; the incomplete file was removed" if out_file is not None and not out_file.direct else ""
+                pipeline.fail("out", InspectdError(f"--out {args.out}: cannot write: {reason}{removed}",
+                                                   exit_code=1))
+            tap.on_error = out_failed
         result = pipeline.run()
     finally:
-        if out_stream is not None and out_stream is not sys.stdout:
-            try:
-                out_stream.close()
-            except OSError:
-                pass
+        if out_file is not None:
+            # Verdicts are whole lines up to the stop; only a failed write leaves a broken file.
+            out_file.finish(keep=tap.error is None and result is not None)
     console.clear()
 
-    if tap is not None and tap.error is not None:
-        if isinstance(tap.error, BrokenPipeError) and out_stream is sys.stdout:
-            # `inspectd replay X --out - | head`: the reader has all it wanted.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 0
-        raise InspectdError(f"--out {args.out}: cannot write: {tap.error}")
+    if tap is not None and isinstance(tap.error, BrokenPipeError) and out_stream is sys.stdout:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     c = result.counters
     if not args.quiet:
         annotated = pipeline.annotator.path if pipeline.annotator is not None else None
+        if annotated is not None and not annotated.exists():
+            annotated = None       # not written, or removed as incomplete (the error says which)
         print(_summary(args.file, c, result, args.out, annotated, paced=bool(pipeline.realtime)), file=sys.stderr)
     # A fatal error during the replay was logged once by the pipeline; the summary says how far it got.
     if tap is not None and tap.lines != c["inspected"] and result.exit_code == 0:

@@ -9,7 +9,9 @@ reused as soon as it is released.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import shutil
 import threading
 from pathlib import Path
 
@@ -97,13 +99,21 @@ def draw_verdict(
 
 
 class VideoSink:
-    """Writes BGR frames to ``path``: mp4 (mp4v) if this OpenCV can, else .avi (MJPG)."""
+    """Writes BGR frames to ``path``: mp4 (mp4v) if this OpenCV can, else .avi (MJPG).
+
+    The video is written under a ``.partial`` name beside ``path`` and renamed to ``path`` only
+    once it is closed and reads back with every frame written: a disk that fills up (OpenCV's
+    writer does not report failed writes) or any other write error never leaves a broken file
+    under the name the user asked for. Writing stops, with one error, as soon as the folder's
+    free space falls under what the next frames and the file's index need.
+    """
 
     def __init__(self, path: str | Path, fps: float):
         self.requested = Path(path)
         self.path = self.requested
         self.fps = fps if fps and fps > 0 else 10.0
         self.frames = 0
+        self.partial: Path | None = None
         self._writer: cv2.VideoWriter | None = None
         suffix = self.requested.suffix.lower()
         if suffix not in (".mp4", ".avi"):
@@ -111,32 +121,79 @@ class VideoSink:
         if not self.requested.parent.is_dir():
             raise InspectdError(f"--annotate {self.requested}: folder {self.requested.parent} does not exist")
 
+    @staticmethod
+    def _partial_of(path: Path) -> Path:
+        # The container is chosen from the suffix, so it stays last.
+        return path.with_name(f"{path.stem}.partial{path.suffix}")
+
     def _open(self, size: tuple[int, int]) -> None:
         tries = [("mp4v", self.requested)] if self.requested.suffix.lower() == ".mp4" else []
         tries.append(("MJPG", self.requested.with_suffix(".avi")))
         for fourcc, path in tries:
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            partial = self._partial_of(path)
+            writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
             if writer.isOpened():
                 if path != self.requested:
                     log.warning(
                         "annotate_fallback", requested=str(self.requested), path=str(path),
                         reason="this OpenCV build cannot write mp4 (mp4v); writing MJPG .avi instead",
                     )
-                self._writer, self.path = writer, path
+                self._writer, self.path, self.partial = writer, path, partial
                 return
             writer.release()
+            partial.unlink(missing_ok=True)
         raise InspectdError(f"--annotate {self.requested}: OpenCV cannot write this file (tried mp4v and MJPG)")
+
+    def _fail(self, what: str) -> InspectdError:
+        self.abort()
+        return InspectdError(f"--annotate {self.path}: {what}; the incomplete video was removed", exit_code=1)
+
+    def _check_space(self) -> None:
+        """Stop before the disk is full: OpenCV would go on 'writing' frames that never land."""
+        assert self.partial is not None
+        free = shutil.disk_usage(self.partial.parent).free
+        size = self.partial.stat().st_size if self.partial.exists() else 0
+        per_frame = size / self.frames if self.frames else 0
+        # Two more frames, the muxer's buffer and the index written at the end.
+        need = 2 * per_frame + 64 * 1024 + 32 * self.frames
+        if free < need:
+            raise self._fail(f"no space left on the device ({free} bytes free in {self.partial.parent}, "
+                             f"{self.frames} frames written)")
 
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             self._open((image.shape[1], image.shape[0]))
         self._writer.write(image)
         self.frames += 1
+        self._check_space()
 
     def close(self) -> None:
+        """Finish the file, check that it reads back whole, and give it its name."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        assert self.partial is not None
+        cap = cv2.VideoCapture(str(self.partial))
+        try:
+            found = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+        finally:
+            cap.release()
+        if found != self.frames:
+            free = shutil.disk_usage(self.partial.parent).free
+            raise self._fail(f"the written video holds {max(found, 0)} of the {self.frames} frames "
+                             f"(a write failed; {free} bytes free)")
+        os.replace(self.partial, self.path)
+        self.partial = None
+
+    def abort(self) -> None:
+        """Drop the video: release the writer and remove the partial file."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        if self.partial is not None:
+            self.partial.unlink(missing_ok=True)
+            self.partial = None
 
 
 _END = object()
@@ -178,9 +235,14 @@ class Annotator:
             except BaseException as exc:  # noqa: BLE001 - handed to the pipeline as a fatal error
                 self.error = exc
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Finish the video (renamed to its path once whole); after a write error (or with
+        ``complete=False``) the partial file is removed instead."""
         self._queue.put(_END)
         self._thread.join()
+        if self.error is not None or not complete:
+            self.sink.abort()
+            if self.error is not None:
+                raise self.error
+            return
         self.sink.close()
-        if self.error is not None:
-            raise self.error

@@ -407,6 +407,11 @@ class Pipeline:
         self._stop_requested.set()
         self._wake.set()
 
+    def fail(self, where: str, exc: BaseException) -> None:
+        """A fatal error found outside the pipeline's own threads (``replay --out`` cannot
+        write): the same clean stop as any other fatal error, logged once, reason ``error``."""
+        self._fail(where, exc)
+
     def request_stop(self, hurry: bool = False) -> None:
         """Stop as SIGTERM would (for embedding and tests)."""
         if hurry:
