@@ -140,11 +140,15 @@ class _Verdicts:
                 self.frames.append(int(msg["frame"]))
 
 
-def _run_pipeline(cfg, backend, seconds: float | None) -> dict[str, Any]:
+def _run_pipeline(cfg, backend, seconds: float | None, in_thread: bool = False) -> dict[str, Any]:
     from inspectd.runtime.pipeline import Pipeline
+    from inspectd.runtime.sources import open_source
 
     tap = _Verdicts()
-    pipe = Pipeline(cfg, backend=backend, tap=tap, handle_signals=False)
+    # in_thread: the camera read by an acquisition thread in this process (the design before
+    # runtime.camera_process), for comparison.
+    source = open_source(cfg.source, cfg.camera) if in_thread else None
+    pipe = Pipeline(cfg, backend=backend, tap=tap, handle_signals=False, source=source)
     mon = PhaseMonitor()
     pid = getattr(pipe.source, "pid", None)
     if pid:
@@ -175,7 +179,7 @@ def _run_pipeline(cfg, backend, seconds: float | None) -> dict[str, Any]:
 
 
 def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: float,
-                     progress: Progress | None = None) -> dict[str, Any]:
+                     progress: Progress | None = None, acquisition: tuple[str, ...] = ("process",)) -> dict[str, Any]:
     from inspectd.config import default_config
     from inspectd.model.checkpoint import read_metadata
     from inspectd.runtime.inference import InferenceConfig
@@ -232,15 +236,16 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         recording = _run_pipeline(cfg, backend(), None)
         ref = recording["inspected_per_s"]
         runs = []
-        for rate in rates:
+        for rate, how in ((r, a) for r in rates for a in acquisition):
             gcfg = _camera_cfg(cti, (h, w), rate)
             progress(f"live viky at {gcfg.frame_rate:g} frames/s for {seconds:g} s, {backend_name} "
-                     "(policy drop_oldest)")
+                     f"(policy drop_oldest, acquisition in a {how})")
             cfg = cfg_for("genicam")
             cfg.source.genicam = gcfg
             cfg.ring.policy = OverflowPolicy.drop_oldest
-            r = _run_pipeline(cfg, backend(), seconds)
+            r = _run_pipeline(cfg, backend(), seconds, in_thread=how == "thread")
             r["camera_fps_set"] = gcfg.frame_rate
+            r["acquisition"] = how
             r["ratio_to_recording"] = round(r["inspected_per_s"] / ref, 4) if ref else None
             faster = r["captured_per_s"] > ref
             r["camera_faster_than_model"] = faster
@@ -295,7 +300,8 @@ def markdown(r: dict[str, Any]) -> str:
     for c in r["camera"]:
         why = ", ".join(f"{k} {v}" for k, v in c["uninspected_by_reason"].items()) or "0"
         lines.append(
-            f"| live viky at {c['camera_fps_set']:g} frames/s, {r['seconds']:g} s (drop_oldest) "
+            f"| live viky at {c['camera_fps_set']:g} frames/s, {r['seconds']:g} s, acquisition in a "
+            f"{c.get('acquisition', 'process')} "
             f"| {_f(c['captured_per_s'])} | {c['captured']} | {c['inspected']} | {why} "
             f"| {_f(c['inspected_per_s'])} | {_f(c['ratio_to_recording'], 3)} "
             f"| {_f(c.get('other_processes_cpu_cores'), 2)} | {c['target']} | {'yes' if c['met'] else 'NO'} |")

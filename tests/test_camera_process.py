@@ -314,3 +314,63 @@ def test_a_dead_acquisition_process_ends_the_service_and_the_strip_after_it_is_r
     assert r.counters["uninspected_by_reason"]["camera_silent"] == sum(m["count"] for m in silent) >= 1
     err = capfd.readouterr().err
     assert "Traceback" not in err
+
+
+def test_sigterm_to_the_whole_group_stops_cleanly(tmp_path):
+    """As systemd stops a unit (KillMode=control-group): SIGTERM to the service and its camera
+    process at once. The camera is released, the queued frames inspected, exit status 0."""
+    cfg = tmp_path / "cam.yaml"
+    cfg.write_text(
+        "camera: sim\n"
+        f"source: {{kind: genicam, genicam: {{cti: ['{VIKY}'], serial: '2', width: 200, height: 200, "
+        "frame_rate: 30}}\n"
+        "ring: {policy: drop_oldest, slots: 8}\n"
+        "log: {format: json, level: info, verdicts: all}\n")
+    p = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "run", "--config", str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         start_new_session=True)
+    try:
+        lines = []
+        while sum('"verdict"' in ln for ln in lines) < 10:
+            line = p.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    err = "".join(lines) + err
+    assert p.returncode == 0, err
+    import json
+    events = [json.loads(ln) for ln in err.splitlines() if ln.startswith("{")]
+    assert len(events) == len(err.splitlines())          # one JSON object per line, no traceback
+    names = [e["event"] for e in events]
+    assert "camera_down" not in names and "pipeline_failed" not in names
+    stopped = next(e for e in events if e["event"] == "pipeline_stopped")
+    assert stopped["reason"] == "signal" and stopped["frames_accounted"] is True
+
+
+def test_harvesters_tracebacks_reach_the_log_as_one_line():
+    import io
+    import json
+    import logging
+
+    from inspectd.logging_setup import LogConfig, configure_logging
+    from inspectd.runtime.sources.genicam import quiet_harvesters_logging
+
+    import harvesters.core  # noqa: F401 - installs its own stderr handler
+
+    buf = io.StringIO()
+    configure_logging(LogConfig(format="json", level="info"), stream=buf)
+    quiet_harvesters_logging()
+    try:
+        raise RuntimeError("GenTL error: -1011\nGC_ERR_INVALID_HANDLE")
+    except RuntimeError as exc:
+        logging.getLogger("harvesters.core").error(exc, exc_info=True)
+    configure_logging(LogConfig())                  # back to stderr for the tests after this one
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    rec = json.loads(lines[0])
+    assert rec["level"] == "error" and "GC_ERR_INVALID_HANDLE" in rec["event"] and "Traceback" not in lines[0]
+    assert not logging.getLogger("harvesters.core").handlers

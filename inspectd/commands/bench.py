@@ -72,7 +72,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bf16, else torch)")
     p.add_argument("--camera-seconds", type=float, default=10.0, metavar="S",
                    help="length of each live camera run (default: 10)")
+    p.add_argument("--camera-acquisition", default="process", metavar="LIST",
+                   help="camera mode: where the camera is read, comma-separated: 'process' (the service's "
+                        "way, its own process) and/or 'thread' (a thread of the inspecting process, the "
+                        "design before; for comparison) (default: process)")
     p.set_defaults(func=run)
+
+
+def _acquisition(text: str) -> tuple[str, ...]:
+    from inspectd.errors import UsageError
+
+    ways = tuple(w.strip() for w in text.split(",") if w.strip())
+    if not ways or any(w not in ("process", "thread") for w in ways):
+        raise UsageError(f"--camera-acquisition {text}: expected process, thread or both")
+    return ways
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads, in_flight=args.in_flight, streams=args.streams,
             workdir=Path(args.workdir).expanduser() if args.workdir else None,
         ), parse_rates(args.camera_fps), args.camera_seconds,
-            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+            progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True),
+            acquisition=_acquisition(args.camera_acquisition))
         sys.stdout.write(camera_markdown(result))
         sys.stdout.flush()
         if json_path is not None:
