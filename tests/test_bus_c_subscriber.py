@@ -121,3 +121,60 @@ def test_c_subscriber_decodes_every_kind_and_reports_gaps(c_subscriber):
         elif msg["kind"] == "heartbeat":
             assert float(f["interval_s"]) == pytest.approx(msg["interval_s"])
     assert checked >= 20
+
+
+def test_c_subscriber_with_topic_filters_follows_kind_seq(c_subscriber):
+    """Run as its README says, with topic filters: the kinds it does not take make `seq` jump,
+    which is no loss; a lost verdict is one gap in the verdicts' `kind_seq`, and a lost *last*
+    verdict is reported from the next heartbeat's `next_kind_seq`."""
+    entered, release = threading.Event(), threading.Event()
+
+    def tap(topic: bytes, msg: dict) -> None:
+        if msg["kind"] == "verdict" and msg["frame"] == 1000:
+            entered.set()
+            release.wait(TIMEOUT_S)
+
+    pub = publisher(camera="cam0", tap=tap, queue_size=2)
+    proc = subprocess.Popen([str(c_subscriber), pub.endpoint, "verdict/cam0/", "uninspected/cam0/", "heartbeat/cam0/"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+
+    def wait_for(pred, what: str) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not pred() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pred(), f"{what}: {lines[-5:]}"
+
+    try:
+        wait_for(lambda: any(x.startswith("heartbeat") for x in lines), "no heartbeat")
+        for i in range(30):
+            drain(pub)
+            if i % 10 == 4:
+                pub.publish_dropped(meta(i), "overflow")
+            else:
+                pub.publish_verdict(verdict(i, n_defects=i % 3))     # defects: not subscribed
+            pub.publish_status({"frames": i})                          # not subscribed
+            time.sleep(0.01)
+        drain(pub)
+        wait_for(lambda: sum(x.startswith("verdict") for x in lines) == 27, "verdicts")
+        assert not [x for x in lines if x.startswith("GAP")], lines          # seq jumped; nothing was lost
+        # lose the last verdict: the publisher thread stalls, the 4th verdict finds its queue full
+        put(pub, verdict(1000))
+        assert entered.wait(TIMEOUT_S)
+        pub.publish_verdict(verdict(1001))
+        pub.publish_verdict(verdict(1002))
+        assert not pub.publish_verdict(verdict(1003))
+        release.set()
+        wait_for(lambda: any(x.startswith("GAP") for x in lines), "the lost last verdict is not reported")
+        n = len(lines)
+        wait_for(lambda: sum(x.startswith("heartbeat") for x in lines[n:]) >= 3, "heartbeats after the gap")
+    finally:
+        release.set()
+        proc.kill()
+        proc.wait(TIMEOUT_S)
+        pub.close()
+    gaps = [fields(x) for x in lines if x.startswith("GAP")]
+    assert [(g["kind"], g["expected"], g["missing"]) for g in gaps] == [("verdict", "30", "1")], gaps
+    assert not [x for x in lines if x.startswith("WARN")]

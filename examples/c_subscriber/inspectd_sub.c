@@ -3,7 +3,8 @@
  *
  * It decodes the documented messages (docs/events.md, schema version 2) with a small JSON
  * parser of its own, prints one key=value line per message, and reports gaps in each
- * publisher's sequence numbers -- what a PLC gateway or a logger in C needs.
+ * publisher's sequence numbers (`seq` when it takes everything, `kind_seq` per kind when
+ * topics filter) -- what a PLC gateway or a logger in C needs.
  *
  *   inspectd_sub [-n COUNT] ENDPOINT [TOPIC ...]
  *
@@ -157,26 +158,84 @@ static const char *get_str(const jnode *obj, const char *key) {
     return (n && (n->type == J_STR || n->type == J_BOOL)) ? n->str : (n && n->type == J_NULL ? "null" : "?");
 }
 
-/* ---- gap detection: seq per publisher ---- */
+/* ---- gap detection ----
+ * Subscribed to everything: `seq` per publisher (it counts every message).
+ * Filtered by topic: `kind_seq` per (publisher, kind), for the kinds the filters take in full
+ * for that camera (a filter down to the detail, "verdict/cam0/reject", cannot tell losses from
+ * filtering: such kinds are not checked), and each heartbeat's `next_kind_seq`, so that the loss
+ * of a kind's last messages shows within one heartbeat interval (docs/events.md). */
 
-#define MAX_PUBLISHERS 64
-static struct { char id[64]; long long last; } pubs[MAX_PUBLISHERS];
-static int npubs;
+static int ntopics;
+static char **topics;
 
-static void check_seq(const char *publisher, const char *camera, long long seq) {
-    for (int i = 0; i < npubs; i++) {
-        if (!strcmp(pubs[i].id, publisher)) {
-            if (seq > pubs[i].last + 1)
-                printf("GAP publisher=%s camera=%s expected=%lld received=%lld missing=%lld\n",
-                       publisher, camera, pubs[i].last + 1, seq, seq - pubs[i].last - 1);
-            if (seq > pubs[i].last) pubs[i].last = seq;
-            return;
+static int takes_all(void) {
+    if (ntopics == 0) return 1;
+    for (int i = 0; i < ntopics; i++) if (topics[i][0] == '\0') return 1;
+    return 0;
+}
+
+/* Whether the subscription receives every message of KIND from CAMERA ("KIND/CAMERA/" has a
+ * subscribed prefix). */
+static int covers(const char *kind, const char *camera) {
+    char full[256];
+    snprintf(full, sizeof full, "%s/%s/", kind, camera);
+    for (int i = 0; i < ntopics; i++)
+        if (!strncmp(full, topics[i], strlen(topics[i]))) return 1;
+    return ntopics == 0;
+}
+
+#define MAX_TRACKS 1024
+static struct { char pub[64]; char kind[32]; long long last; } tracks[MAX_TRACKS];
+static int ntracks;
+
+/* The last number of (publisher, kind); kind "" stands for `seq`. NULL when the table is full. */
+static long long *track(const char *publisher, const char *kind, int *is_new) {
+    for (int i = 0; i < ntracks; i++)
+        if (!strcmp(tracks[i].pub, publisher) && !strcmp(tracks[i].kind, kind)) { *is_new = 0; return &tracks[i].last; }
+    if (ntracks == MAX_TRACKS) return NULL;
+    snprintf(tracks[ntracks].pub, sizeof tracks[ntracks].pub, "%s", publisher);
+    snprintf(tracks[ntracks].kind, sizeof tracks[ntracks].kind, "%s", kind);
+    *is_new = 1;
+    return &tracks[ntracks++].last;
+}
+
+static void gap(const char *publisher, const char *camera, const char *kind, long long expected, long long received) {
+    if (*kind)
+        printf("GAP publisher=%s camera=%s kind=%s expected=%lld received=%lld missing=%lld\n",
+               publisher, camera, kind, expected, received, received - expected);
+    else
+        printf("GAP publisher=%s camera=%s expected=%lld received=%lld missing=%lld\n",
+               publisher, camera, expected, received, received - expected);
+}
+
+/* One number: the first of a (publisher, kind) starts its count; a jump is a loss. */
+static void check_number(const char *publisher, const char *camera, const char *kind, long long n) {
+    int is_new;
+    long long *last = n < 0 ? NULL : track(publisher, kind, &is_new);
+    if (!last) return;
+    if (!is_new && n > *last + 1) gap(publisher, camera, kind, *last + 1, n);
+    if (is_new || n > *last) *last = n;
+}
+
+static void check_seq(const jnode *m) {
+    const char *publisher = get_str(m, "publisher"), *camera = get_str(m, "camera"), *kind = get_str(m, "kind");
+    if (takes_all()) {
+        check_number(publisher, camera, "", get_int(m, "seq", -1));
+        return;
+    }
+    if (!strcmp(kind, "heartbeat")) {           /* what each kind's next message will carry */
+        jnode *next = get(m, "next_kind_seq");
+        for (jnode *k = next && next->type == J_OBJ ? next->child : NULL; k; k = k->next) {
+            if (!k->key || !strcmp(k->key, "heartbeat") || k->type != J_NUM || !covers(k->key, camera)) continue;
+            long long n = strtoll(k->str, NULL, 10);
+            int is_new;
+            long long *last = track(publisher, k->key, &is_new);
+            if (!last) continue;
+            if (!is_new && n - 1 > *last) gap(publisher, camera, k->key, *last + 1, n);
+            if (is_new || n - 1 > *last) *last = n - 1;   /* earlier ones predate us, or were just reported */
         }
     }
-    if (npubs < MAX_PUBLISHERS) {          /* first message of this publisher: start counting */
-        snprintf(pubs[npubs].id, sizeof pubs[npubs].id, "%s", publisher);
-        pubs[npubs++].last = seq;
-    }
+    if (covers(kind, camera)) check_number(publisher, camera, kind, get_int(m, "kind_seq", -1));
 }
 
 static void print_message(const jnode *m, size_t extra_bytes) {
@@ -242,8 +301,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "inspectd_sub: address '%s': %s\n", argv[argi], zmq_strerror(errno));
         return 2;
     }
-    if (argi + 1 >= argc) zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
-    for (int i = argi + 1; i < argc; i++) zmq_setsockopt(sub, ZMQ_SUBSCRIBE, argv[i], strlen(argv[i]));
+    topics = argv + argi + 1;
+    ntopics = argc - argi - 1;
+    if (ntopics == 0) zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
+    for (int i = 0; i < ntopics; i++) zmq_setsockopt(sub, ZMQ_SUBSCRIBE, topics[i], strlen(topics[i]));
 
     static jnode nodes[4096];
     static char strings[1 << 20];
@@ -276,7 +337,7 @@ int main(int argc, char **argv) {
             printf("WARN undecodable payload (%zu bytes)\n", plen);
             continue;
         }
-        check_seq(get_str(m, "publisher"), get_str(m, "camera"), get_int(m, "seq", -1));
+        check_seq(m);
         print_message(m, extra);
     }
     zmq_close(sub);
