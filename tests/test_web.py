@@ -5,52 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
-import threading
-import urllib.error
-import urllib.request
-from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 
-from store_helpers import TIMEOUT_S, postgres_server  # noqa: F401
+from store_helpers import postgres_server  # noqa: F401
 from inspectd.cli import main
 from inspectd.store.database import connect
-from web_helpers import fill_demo
-
-INSPECTD = [sys.executable, "-m", "inspectd.cli"]
-
-
-@contextmanager
-def web_server(db: str, *extra: str) -> Iterator[str]:
-    proc = subprocess.Popen(INSPECTD + ["web", "--db", db, "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    timer = threading.Timer(TIMEOUT_S * 6, proc.kill)
-    timer.daemon = True
-    timer.start()
-    try:
-        banner = proc.stderr.readline()
-        assert banner.startswith("inspectd web: http://"), banner + proc.stderr.read()
-        yield banner.split()[2].rstrip("/")
-    finally:
-        timer.cancel()
-        proc.terminate()
-        try:
-            proc.wait(TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
+from web_helpers import fill_demo, get, web_server
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory) -> str:

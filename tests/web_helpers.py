@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -20,6 +26,8 @@ from inspectd.store.database import connect
 from inspectd.store.migrations import migrate
 from inspectd.store.writer import StoreWriter
 
+INSPECTD = [sys.executable, "-m", "inspectd.cli"]
+TIMEOUT_S = 30.0
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 NEU = Path(__file__).resolve().parents[2] / "shared" / "data" / "neu" / "images"
 MM_PER_PX = 0.5
@@ -177,3 +185,32 @@ def fill_demo(url: str, *, big_defects: int = 0, seed: int = 7) -> dict[str, Any
         return made
     finally:
         db.close()
+
+
+@contextmanager
+def web_server(db: str, *extra: str) -> Iterator[str]:
+    proc = subprocess.Popen(INSPECTD + ["web", "--db", db, "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timer = threading.Timer(TIMEOUT_S * 6, proc.kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        banner = proc.stderr.readline()
+        assert banner.startswith("inspectd web: http://"), banner + proc.stderr.read()
+        yield banner.split()[2].rstrip("/")
+    finally:
+        timer.cancel()
+        proc.terminate()
+        try:
+            proc.wait(TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()

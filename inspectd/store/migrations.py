@@ -120,8 +120,18 @@ _V1 = (
     "CREATE INDEX events_received ON events (received_wall_ns)",
 )
 
+# The coil map reads every defect of a coil in coil order: an index holding all it shows answers
+# without touching the rows (a 10,000-defect coil in a third of the time); it starts with coil,
+# so it also does what defects_coil did.
+_V2 = (
+    """CREATE INDEX defects_map ON defects (coil, pos_m, id, camera, class, score, x1_mm, x2_mm, pos_end_m,
+        area_mm2, rejects, branch, frame, publisher, verdict_seq, idx)""",
+    "DROP INDEX defects_coil",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, verdicts, defects, crops, uninspected, coils, gaps", _V1),
+    Migration(2, "defects_map: the coil map from the index alone", _V2),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -29,7 +29,7 @@ function draw() {
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" id="coilsvg">`);
   parts.push(`<defs><pattern id="hatch" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">` +
              `<rect width="8" height="8" fill="#9aa3ad" opacity=".35"/><line x1="0" y1="0" x2="0" y2="8" stroke="#6b7480" stroke-width="3"/></pattern></defs>`);
-  parts.push(`<rect x="${M.left}" y="${M.top}" width="${plotW}" height="${plotH}" fill="#eef1f4" stroke="#9aa3ad"/>`);
+  parts.push(`<rect x="${M.left}" y="${M.top}" width="${plotW}" height="${plotH}" fill="none" stroke="#9aa3ad"/>`);
   // Axes: metres down the left, millimetres across the top.
   const ys = niceStep(length, plotH, 40);
   for (let m = 0; m <= length + 1e-9; m += ys) {
@@ -59,45 +59,75 @@ function draw() {
     parts.push(`<line x1="${X(a.cross_mm)}" x2="${X(a.cross_mm)}" y1="${Y(y1)}" y2="${Y(y2)}" stroke="#c62828" stroke-width="2" stroke-dasharray="6 4"><title>periodic ${esc(a["class"])}: every ${fmt(a.pitch_m)} m, ${a.repeats}×</title></line>`);
   }
   parts.push(`</g>`);
-  // Marks, grouped by class so the legend can hide a class.
-  const byClass = {};
-  data.defects.forEach((d, i) => { (byClass[d[F["class"]]] ||= []).push(i); });
-  for (const [cls, idx] of Object.entries(byClass)) {
-    const col = data.colours[cls] || "#f0c000";
-    parts.push(`<g class="cls" data-class="${esc(cls)}" fill="${col}" fill-opacity=".75">`);
-    for (const i of idx) {
-      const d = data.defects[i];
-      const x = ((d[F.x1_mm] ?? 0) + (d[F.x2_mm] ?? 0)) / 2;
-      const y = ((d[F.pos_m] ?? 0) + (d[F.pos_end_m] ?? d[F.pos_m] ?? 0)) / 2;
-      const r = Math.min(14, Math.max(2.5, Math.sqrt(d[F.area_mm2] || 0) * sx));
-      const stroke = d[F.rejects] ? ` stroke="#000" stroke-width="1.2"` : "";
-      parts.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="${r.toFixed(1)}" data-i="${i}"${stroke}/>`);
-    }
-    parts.push(`</g>`);
-  }
+  // Marks are drawn on a canvas under the SVG (10,000 SVG elements take the browser
+  // longer to lay out than the whole page budget); a click finds the nearest mark.
+  parts.push(`<circle id="selmark" r="0" fill="none" stroke="#000" stroke-width="3"/>`);
   parts.push(`</svg>`);
-  document.getElementById("map").innerHTML = parts.join("");
+  const box = document.getElementById("map");
+  box.style.position = "relative";
+  box.innerHTML = `<canvas id="marks" width="${W}" height="${H}" style="position:absolute;left:0;top:0"></canvas>` + parts.join("");
+  const svg = document.getElementById("coilsvg");
+  svg.style.position = "relative";
+  for (const d of data.defects) {
+    const x = ((d[F.x1_mm] ?? 0) + (d[F.x2_mm] ?? 0)) / 2;
+    const y = ((d[F.pos_m] ?? 0) + (d[F.pos_end_m] ?? d[F.pos_m] ?? 0)) / 2;
+    marks.push({x: X(x), y: Y(y), r: Math.min(14, Math.max(2.5, Math.sqrt(d[F.area_mm2] || 0) * sx)), d});
+  }
+  paint();
 
   const legend = document.getElementById("legend");
-  const counts = Object.fromEntries(Object.entries(byClass).map(([c, v]) => [c, v.length]));
+  const counts = {};
+  for (const d of data.defects) counts[d[F["class"]]] = (counts[d[F["class"]]] || 0) + 1;
   legend.innerHTML = Object.keys(counts).sort().map((c) =>
     `<label><input type="checkbox" checked data-class="${esc(c)}"><span class="dot" style="background:${data.colours[c]}"></span>${esc(c)} (${counts[c]})</label>`
   ).join("") + `<span><span class="dot" style="background:#c62828;border-radius:0"></span>reject frame</span>` +
     `<span><span class="dot" style="background:#9aa3ad;border-radius:0"></span>uninspected</span>` +
     `<span><span class="dot" style="background:#fff;border:1.5px solid #000"></span>rejecting defect</span>`;
   legend.addEventListener("change", (e) => {
-    const c = e.target.dataset.class;
-    for (const g of document.querySelectorAll("g.cls")) if (g.dataset.class === c) g.style.display = e.target.checked ? "" : "none";
+    if (e.target.checked) hidden.delete(e.target.dataset.class); else hidden.add(e.target.dataset.class);
+    paint();
   });
-  document.getElementById("coilsvg").addEventListener("click", (e) => {
-    if (e.target.tagName === "circle") show(+e.target.dataset.i, e.target);
+  svg.addEventListener("click", (e) => {
+    const r = svg.getBoundingClientRect();
+    const i = nearest(e.clientX - r.left, e.clientY - r.top);
+    if (i >= 0) show(i);
   });
 }
 
-let selected = null;
-async function show(i, mark) {
-  if (selected) selected.classList.remove("sel");
-  selected = mark; mark.classList.add("sel");
+const marks = [];
+const hidden = new Set();
+
+function paint() {
+  const canvas = document.getElementById("marks");
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.fillStyle = "#eef1f4";
+  g.fillRect(M.left, M.top, plotW, plotH);
+  g.globalAlpha = 0.75;
+  for (const m of marks) {
+    const cls = m.d[F["class"]];
+    if (hidden.has(cls)) continue;
+    g.beginPath();
+    g.arc(m.x, m.y, m.r, 0, 2 * Math.PI);
+    g.fillStyle = data.colours[cls] || "#f0c000";
+    g.fill();
+    if (m.d[F.rejects]) { g.globalAlpha = 1; g.lineWidth = 1.2; g.strokeStyle = "#000"; g.stroke(); g.globalAlpha = 0.75; }
+  }
+}
+
+function nearest(x, y) {
+  let best = -1, bestD = Infinity;
+  marks.forEach((m, i) => {
+    if (hidden.has(m.d[F["class"]])) return;
+    const dd = Math.hypot(m.x - x, m.y - y);
+    if (dd <= m.r + 3 && dd < bestD) { best = i; bestD = dd; }
+  });
+  return best;
+}
+
+async function show(i) {
+  const m = marks[i], sel = document.getElementById("selmark");
+  sel.setAttribute("cx", m.x); sel.setAttribute("cy", m.y); sel.setAttribute("r", m.r + 3);
   const d = data.defects[i];
   const panel = document.getElementById("panel");
   const rows = [["class", d[F["class"]]], ["score", fmt(d[F.score])], ["position", `${fmt(d[F.pos_m], 3)} .. ${fmt(d[F.pos_end_m], 3)} m`],
@@ -113,5 +143,10 @@ async function show(i, mark) {
 }
 
 draw();
-window.inspectdMap = {marks: data.defects.length, drawnMs: performance.now()};
+// For the browser tests: how many marks, when drawn, and where mark i is on the screen.
+window.inspectdMap = {
+  marks: marks.length, drawnMs: performance.now(),
+  hidden: () => [...hidden],
+  at: (i) => { const r = document.getElementById("coilsvg").getBoundingClientRect(); return [r.left + marks[i].x, r.top + marks[i].y]; },
+};
 requestAnimationFrame(() => requestAnimationFrame(() => { window.inspectdMap.paintedMs = performance.now(); }));
