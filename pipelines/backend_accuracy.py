@@ -3,7 +3,7 @@
 split (NEU val) for each backend beside PyTorch fp32, scored exactly as ``inspectd evaluate``
 scores (same loader, NMS and metrics: ``inspectd.evaluation``).
 
-    python pipelines/backend_accuracy.py --model models/inspectd-n-neu.safetensors \\
+    python pipelines/backend_accuracy.py --model inspectd/models/inspectd-n-neu.safetensors \\
         --data ../shared/data/neu --split val.txt --json runs/backend_accuracy.json
 
 onnxruntime-int8 is calibrated on --calib-split (train.txt) images, never on the split scored.

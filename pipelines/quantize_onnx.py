@@ -2,7 +2,7 @@
 """Make the int8 model for the onnxruntime backend: static QDQ quantisation of a checkpoint's
 exported graph, calibrated on NEU training images.
 
-    python pipelines/quantize_onnx.py --model models/inspectd-n-neu.safetensors \\
+    python pipelines/quantize_onnx.py --model inspectd/models/inspectd-n-neu.safetensors \\
         --data ../shared/data/neu --out models/inspectd-n-neu.int8.onnx
 
 The output is a model file of its own (model config, class names and precision in its ONNX

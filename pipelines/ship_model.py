@@ -1,6 +1,6 @@
 """Turn a training run's best checkpoint into the shipped model file (float16, a few MB).
 
-    python pipelines/ship_model.py runs/continue/best.safetensors models/inspectd-n-neu.safetensors \
+    python pipelines/ship_model.py runs/continue/best.safetensors inspectd/models/inspectd-n-neu.safetensors \
         --history "continued from the previous shipped model (configs/train/continue.yaml)"
 
 The weights are stored as float16 (loading casts them back; the accuracy cost is below what val
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("best", help="a run's best.safetensors (EMA weights)")
-    p.add_argument("out", help="the file to write (e.g. models/inspectd-n-neu.safetensors)")
+    p.add_argument("out", help="the file to write (e.g. inspectd/models/inspectd-n-neu.safetensors)")
     p.add_argument("--history", default="", help="how the run started (written into the metadata)")
     args = p.parse_args(argv)
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The trained default model shipped with the package (see models/README.md for its card).
-_DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "inspectd-n-neu.safetensors"
+# The trained default model, shipped inside the package (package data, so that a plain
+# `pip install` carries it); its card is models/README.md in the source tree.
+_DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "inspectd-n-neu.safetensors"
 
 
 def default_model_path() -> Path:

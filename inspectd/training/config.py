@@ -51,7 +51,7 @@ class TrainConfig:
     model_overrides: dict[str, Any] = doc("keys of the model config to override", default_factory=dict)
     init: str | None = doc(
         "checkpoint whose weights start the run: an inspectd checkpoint (e.g. "
-        "models/inspectd-n-neu.safetensors to train the shipped model further) or a YOLOv5 v6 .pt "
+        "inspectd/models/inspectd-n-neu.safetensors to train the shipped model further) or a YOLOv5 v6 .pt "
         "of the same preset (e.g. ../shared/weights/yolov5n-v6.1-coco.pt; read without running "
         "its pickle, mapped onto encoder, PAN and head, report in the run folder's "
         "init_report.md). null = random weights",
