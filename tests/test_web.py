@@ -11,6 +11,7 @@ import pytest
 from store_helpers import postgres_server  # noqa: F401
 from inspectd.cli import main
 from inspectd.store.database import connect
+from inspectd.store.read import RECENT_VERDICTS
 from web_helpers import fill_demo, get, web_server
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_every_page_answers_and_the_csv_matches_the_store(demo_db):
         line = json.loads(get(base + "/line.json")[2])
         assert {c["camera"] for c in line["cameras"]} == {"top", "bottom"}
         top = next(c for c in line["cameras"] if c["camera"] == "top")
-        assert top["coil"] == "C24-0420" and len(top["strip"]) == 40 and 18 < top["fps"] <= 25.5   # 25 frames/s, less the uninspected ones
+        assert top["coil"] == "C24-0420" and len(top["strip"]) == RECENT_VERDICTS and 18 < top["fps"] <= 25.5   # 25 frames/s, less the uninspected ones
         assert get(base + "/coil/map/no-such-coil")[0] == 404
         assert get(base + "/crops/999999999")[0] == 404
 

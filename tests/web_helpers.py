@@ -89,7 +89,7 @@ def _defect(rng: random.Random, cls: str, x_mm: float, y_in_frame_px: float, pos
 
 
 def run_coil(feed: Feed, rng: random.Random, crops: dict[str, list[bytes]], coil: str, length_m: float,
-             defects: int, *, end: bool = True, periodic: bool = True, start_ns: int | None = None,
+             defects: int, *, end: bool = True, periodic: bool = True, holes: bool = True, start_ns: int | None = None,
              frame_ns: int = 20_000_000, meta: dict[str, str] | None = None) -> None:
     frames = max(1, int(length_m / FRAME_M))
     t = start_ns or time.time_ns() - frames * frame_ns
@@ -107,7 +107,7 @@ def run_coil(feed: Feed, rng: random.Random, crops: dict[str, list[bytes]], coil
             f = int(k * pitch_m / FRAME_M)
             per_frame.setdefault(f, []).append(("rolled-in_scale", cross, 100.0))
             marks.append(f)
-    gaps = {int(frames * 0.22): 6, int(frames * 0.71): 14}          # frames not inspected
+    gaps = {int(frames * 0.22): 6, int(frames * 0.71): 14} if holes else {}     # frames not inspected
     skip = 0
     for f in range(frames):
         now = t + f * frame_ns
@@ -164,10 +164,13 @@ def fill_demo(url: str, *, big_defects: int = 0, seed: int = 7) -> dict[str, Any
         now = time.time_ns()
         made = {"coils": []}
         hour = 3600 * 10**9
-        for k, (coil, length, n) in enumerate([("C24-0417", 180.0, 60), ("C24-0418", 240.0, 420),
-                                               ("C24-0419", 120.0, 25)]):
-            run_coil(top, rng, crops, coil, length, n, start_ns=now - (5 - k) * hour)
-            run_coil(bottom, rng, crops, coil, length, n // 3, start_ns=now - (5 - k) * hour, periodic=False)
+        # Few defects and no holes (a good grade), a bad roll (a periodic defect, many marks),
+        # a middling one.
+        for k, (coil, length, n, holes) in enumerate([("C24-0417", 180.0, 4, False), ("C24-0418", 240.0, 420, True),
+                                                      ("C24-0419", 120.0, 25, True)]):
+            run_coil(top, rng, crops, coil, length, n, start_ns=now - (5 - k) * hour, periodic=n > 100, holes=holes)
+            run_coil(bottom, rng, crops, coil, length, n // 3, start_ns=now - (5 - k) * hour, periodic=False,
+                     holes=holes)
             made["coils"].append(coil)
         if big_defects:
             run_coil(top, rng, crops, "C24-BIG", 2000.0, big_defects, start_ns=now - 2 * hour)

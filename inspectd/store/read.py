@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from inspectd.store.database import Database
 
-RECENT_VERDICTS = 40          # the line view's strip, per camera
+RECENT_VERDICTS = 16          # the line view's strip, per camera
 RATE_WINDOW = 200             # verdicts the rates and latencies are computed over
 
 
@@ -61,17 +61,20 @@ def line_now(db: Database, now_ns: int | None = None) -> dict[str, Any]:
         caps = [r[3] for r in recent]
         fps = (len(caps) - 1) / ((max(caps) - min(caps)) / 1e9) if len(caps) > 1 and max(caps) > min(caps) else None
         rejects = sum(1 for r in recent if r[2] == "reject")
+        # What happened in the last hour of this camera's messages (not yesterday's coils).
+        hour_ago = (newest or now) - 3600 * 10**9
         uninspected = [{"reason": r[0], "first_frame": r[1], "last_frame": r[2], "count": r[3],
                         "start_m": r[4], "end_m": r[5], "capture_wall_ns": r[6]}
                        for r in db.query("SELECT reason, first_frame, last_frame, count, "
                                          "COALESCE(coil_start_m, strip_start_m), COALESCE(coil_end_m, strip_end_m), "
                                          "first_capture_wall_ns FROM uninspected WHERE camera = ? ORDER BY id DESC "
-                                         "LIMIT 8", (camera,))]
+                                         "LIMIT 8", (camera,)) if (r[6] or 0) >= hour_ago]
         gaps = [{"reason": r[0], "missing": r[1], "received_wall_ns": r[2]}
                 for r in db.query("SELECT reason, missing, received_wall_ns FROM gaps WHERE camera = ? "
                                   "ORDER BY id DESC LIMIT 5", (camera,))]
         alarms = [json.loads(r[0]) for r in db.query(
-            "SELECT payload FROM events WHERE kind = 'alarm' AND camera = ? ORDER BY id DESC LIMIT 5", (camera,))]
+            "SELECT payload FROM events WHERE kind = 'alarm' AND camera = ? AND publish_wall_ns >= ? "
+            "ORDER BY id DESC LIMIT 5", (camera, hour_ago))]
         status = db.query("SELECT payload FROM events WHERE kind = 'status' AND camera = ? ORDER BY id DESC LIMIT 1",
                           (camera,))
         coil = db.query("SELECT coil, started_wall_ns FROM coils WHERE camera = ? AND status = 'open' "

@@ -22,7 +22,7 @@ function card(cam) {
   const hbBad = cam.heartbeat_age_s === null || cam.heartbeat_age_s > 3;
   const items = [
     ["frames/s", fmt(cam.fps)], ["latency p50 / p99", fmt(cam.latency_ms.p50, 0) + " / " + fmt(cam.latency_ms.p99, 0, " ms")],
-    ["rejects (last 200)", cam.reject_share === null ? "-" : (100 * cam.reject_share).toFixed(0) + " %"],
+    ["rejects (last 10 s)", cam.reject_share === null ? "-" : (100 * cam.reject_share).toFixed(0) + " %"],
     ["heartbeat age", fmt(cam.heartbeat_age_s, 1, " s"), hbBad],
   ];
   for (const [label, value, bad] of items) {
@@ -69,10 +69,12 @@ function drawStrip(canvas, strip) {
     for (const d of v.defects) {
       if (!d.box) continue;
       const [x1, y1, x2, y2] = d.box;
+      const bx = 24 + x1 * sx, by = y0 + 1 + y1 * sy, bw = Math.max(4, (x2 - x1) * sx), bh = Math.max(4, (y2 - y1) * sy);
+      g.globalAlpha = 0.45; g.fillStyle = colour(d["class"]); g.fillRect(bx, by, bw, bh); g.globalAlpha = 1;
       g.strokeStyle = colour(d["class"]); g.lineWidth = d.rejects ? 3 : 1.5;
-      g.strokeRect(24 + x1 * sx, y0 + 1 + y1 * sy, Math.max(2, (x2 - x1) * sx), Math.max(2, (y2 - y1) * sy));
+      g.strokeRect(bx, by, bw, bh);
     }
-    if (i % 5 === 0) { g.fillStyle = "#c9d1d9"; g.font = "16px sans-serif"; g.fillText(`${fmt(v.position_m, 1)} m`, W - 90, y0 + 18); }
+    if (i % 2 === 0) { g.fillStyle = "#c9d1d9"; g.font = "16px sans-serif"; g.fillText(`${fmt(v.position_m, 1)} m`, W - 90, y0 + 18); }
   });
 }
 
