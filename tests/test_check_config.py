@@ -129,3 +129,31 @@ def test_camera_config_is_checked_without_opening_the_camera(files, tmp_path, ca
     assert main(["run", "--config", str(f), "--log-format", "console"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("inspectd: ") and "99" in err, err
+
+
+def test_an_empty_file_names_no_source(tmp_path, capsys):
+    """docs/config.md: an empty file loads as the defaults, but names no source: refused (78)."""
+    f = tmp_path / "empty.yaml"
+    f.write_text("")
+    assert main(["check-config", str(f)]) == 78
+    assert capsys.readouterr().err.strip() == f"inspectd: {f}: source.path: required for kind 'video'"
+    text = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    assert "an empty file is a valid config" not in " ".join(text.split())
+
+
+def test_exit_status_rule_is_documented_and_in_every_help(capsys):
+    """docs/cli.md, README and each command's --help state the same rule as inspectd.errors."""
+    from inspectd.cli import COMMANDS
+    from inspectd.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "cli.md").read_text()
+    for status in (EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG):
+        assert f"\n| {status} |" in doc
+    assert "docs/cli.md" in (root / "README.md").read_text()
+    for name, _, _ in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert exc.value.code == 0 and "78 configuration error" in text and "2 usage error" in text \
+            and "1 failure at run time" in text, name
