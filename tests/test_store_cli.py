@@ -130,10 +130,10 @@ def test_help(capsys):
 
 @pytest.mark.parametrize("argv, code, message", [
     (["--db", "mysql://x@y/z"], 2, "inspectd: --db 'mysql://x@y/z': unsupported database URL"),
-    (["--db", "{tmp}/no/such/folder/store.db"], 78, "inspectd: --db {tmp}/no/such/folder/store.db: folder"),
-    (["--db", "/proc/inspectd-store.db"], 78, "inspectd: --db /proc/inspectd-store.db: "),
-    (["--db", "{tmp}/notadb"], 78, "inspectd: --db {tmp}/notadb: not a usable SQLite database"),
-    (["--db", "{tmp}"], 78, "inspectd: --db {tmp}: is a folder"),
+    (["--db", "{tmp}/no/such/folder/store.db"], 2, "inspectd: --db {tmp}/no/such/folder/store.db: folder"),
+    (["--db", "/proc/inspectd-store.db"], 2, "inspectd: --db /proc/inspectd-store.db: "),
+    (["--db", "{tmp}/notadb"], 2, "inspectd: --db {tmp}/notadb: not a usable SQLite database"),
+    (["--db", "{tmp}"], 2, "inspectd: --db {tmp}: is a folder"),
     (["--db", "{tmp}/s.db", "--max-size", "lots"], 2, "inspectd: --max-size 'lots': expected a size"),
     (["--db", "{tmp}/s.db", "--batch-max", "0"], 2, "inspectd: --batch-max 0: must be at least 1"),
     (["--db", "postgresql://nobody@127.0.0.1:1/x"], 1, "inspectd: --db postgresql://nobody@127.0.0.1:1/x: cannot connect"),

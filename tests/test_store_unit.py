@@ -32,8 +32,8 @@ def test_unit_runs_the_store_and_stops_restarting_on_a_bad_database():
     assert " store " in d["Service.ExecStart"] and " --db /var/lib/inspectd-store/" in d["Service.ExecStart"]
     assert d["Service.StateDirectory"] == "inspectd-store"
     assert d["Service.Restart"] == "on-failure" and d["Service.KillSignal"] == "SIGTERM"
-    from inspectd.store.database import CONFIG_EXIT
-    assert set(d["Service.RestartPreventExitStatus"].split()) == {str(CONFIG_EXIT), "2"}
+    from inspectd.store.database import BAD_DB_EXIT
+    assert set(d["Service.RestartPreventExitStatus"].split()) == {str(BAD_DB_EXIT), "78"}
     assert d["Service.DynamicUser"] == "yes" and d["Service.ProtectSystem"] == "strict"
 
 

@@ -90,10 +90,10 @@ def test_web_reads_postgresql(postgres_server):
 @pytest.mark.parametrize("argv, code, message", [
     (["--db", "{db}", "--host", "0.0.0.0"], 2,
      "inspectd: --host 0.0.0.0: serving beyond this machine needs --token or --token-file"),
-    (["--db", "{tmp}/none.db"], 78, "inspectd: --db {tmp}/none.db: no such database file"),
-    (["--db", "{tmp}/empty.db"], 78, "inspectd: --db {tmp}/empty.db: not an inspectd store database"),
+    (["--db", "{tmp}/none.db"], 2, "inspectd: --db {tmp}/none.db: no such database file"),
+    (["--db", "{tmp}/empty.db"], 2, "inspectd: --db {tmp}/empty.db: not an inspectd store database"),
     (["--db", "{db}", "--token", "short"], 2, "inspectd: --token: at least 8 characters"),
-    (["--db", "{db}", "--grades", "{tmp}/grades.yaml"], 78, "inspectd: {tmp}/grades.yaml: grades[0].max_per_100m"),
+    (["--db", "{db}", "--grades", "{tmp}/grades.yaml"], 2, "inspectd: {tmp}/grades.yaml: grades[0].max_per_100m"),
 ])
 def test_bad_input_is_one_line(demo_db, tmp_path, capsys, argv, code, message):
     import sqlite3

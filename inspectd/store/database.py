@@ -20,10 +20,10 @@ from inspectd.errors import InspectdError
 Dialect = Literal["sqlite", "postgresql"]
 Row = tuple[Any, ...]
 
-# Exit status for a database the options name that cannot be used (EX_CONFIG, like a bad config
-# file: restarting cannot fix it). A PostgreSQL server that does not answer is a run-time failure
-# (1): systemd restarts the store until it does.
-CONFIG_EXIT = 78
+# Exit status for a database that --db names and that cannot be used: a usage error, like any file
+# a command-line argument names (docs/cli.md); restarting cannot fix it. A PostgreSQL server that
+# does not answer is a run-time failure (1): systemd restarts the store until it does.
+BAD_DB_EXIT = 2
 
 
 class Database(Protocol):
@@ -87,16 +87,16 @@ class SQLiteDatabase:
         if read_only:
             if not path.is_file():
                 raise InspectdError(f"--db {path}: no such database file (inspectd store creates it)",
-                                    CONFIG_EXIT)
+                                    BAD_DB_EXIT)
             target, uri = f"file:{path.resolve()}?mode=ro", True
         else:
             if path.is_dir():
-                raise InspectdError(f"--db {path}: is a folder, expected a database file", CONFIG_EXIT)
+                raise InspectdError(f"--db {path}: is a folder, expected a database file", BAD_DB_EXIT)
             parent = path.parent if str(path.parent) else Path(".")
             if not parent.is_dir():
-                raise InspectdError(f"--db {path}: folder {parent} does not exist", CONFIG_EXIT)
+                raise InspectdError(f"--db {path}: folder {parent} does not exist", BAD_DB_EXIT)
             if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-                raise InspectdError(f"--db {path}: not writable", CONFIG_EXIT)
+                raise InspectdError(f"--db {path}: not writable", BAD_DB_EXIT)
             target, uri = str(path), False
         try:
             self.conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False,
@@ -109,7 +109,7 @@ class SQLiteDatabase:
                 mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise InspectdError(f"--db {path}: cannot use write-ahead logging (journal mode {mode})",
-                                        CONFIG_EXIT)
+                                        BAD_DB_EXIT)
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 # Room for the indexes' hot pages, and fewer, larger checkpoints at high rates.
                 self.conn.execute("PRAGMA cache_size=-65536")
@@ -118,7 +118,7 @@ class SQLiteDatabase:
                 self.conn.execute("PRAGMA query_only=1")
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise InspectdError(f"--db {path}: not a usable SQLite database: {exc}", CONFIG_EXIT) from None
+            raise InspectdError(f"--db {path}: not a usable SQLite database: {exc}", BAD_DB_EXIT) from None
         self._depth = 0
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -177,7 +177,7 @@ class PostgresDatabase:
             import psycopg
         except ModuleNotFoundError:
             raise InspectdError(f"--db {self.where}: PostgreSQL needs psycopg: pip install 'inspectd[store]'",
-                                CONFIG_EXIT) from None
+                                BAD_DB_EXIT) from None
         self._psycopg = psycopg
         try:
             urlsplit(url).port

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from inspectd.errors import InspectdError
-from inspectd.store.database import CONFIG_EXIT, Database
+from inspectd.store.database import BAD_DB_EXIT, Database
 
 _TYPES = {
     "sqlite": {"id": "INTEGER PRIMARY KEY", "real": "REAL", "blob": "BLOB"},
@@ -162,7 +162,7 @@ def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> lis
     have = current_version(db)
     if have > known:
         raise InspectdError(f"--db {db.where}: schema version {have} is newer than this inspectd knows "
-                            f"({known}); upgrade inspectd", CONFIG_EXIT)
+                            f"({known}); upgrade inspectd", BAD_DB_EXIT)
     applied = []
     types = _TYPES[db.dialect]
     for m in migrations:
@@ -185,7 +185,7 @@ def require_current(db: Database) -> None:
     have = current_version(db)
     if have == 0:
         raise InspectdError(f"--db {db.where}: not an inspectd store database (run inspectd store on it first)",
-                            CONFIG_EXIT)
+                            BAD_DB_EXIT)
     if have != LATEST:
         raise InspectdError(f"--db {db.where}: schema version {have}, this inspectd reads {LATEST} "
-                            "(run this version's inspectd store once to migrate)", CONFIG_EXIT)
+                            "(run this version's inspectd store once to migrate)", BAD_DB_EXIT)

@@ -1,5 +1,7 @@
 """Coil grades by rules: the first grade whose limits a coil meets is its grade.
 
+A bad rules file is a usage error (2): the command line names it.
+
 A rules file (``inspectd web --grades FILE``) is YAML::
 
     grades:
@@ -24,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from inspectd.configtools import ConfigError
+from inspectd.errors import InspectdError
 
 
 @dataclass(frozen=True)
@@ -80,28 +82,28 @@ def load_grades(path: str | Path) -> tuple[Grade, ...]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+        raise InspectdError(f"{where}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise InspectdError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("grades"), list) or not data["grades"]:
-        raise ConfigError(f"{where}: grades: expected a list of grades")
+        raise InspectdError(f"{where}: grades: expected a list of grades")
     out = []
     for i, item in enumerate(data["grades"]):
         key = f"grades[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ConfigError(f"{where}: {key}: expected a mapping with a name")
+            raise InspectdError(f"{where}: {key}: expected a mapping with a name")
         unknown = set(item) - {"name", "max_defects", "max_per_100m", "max_reject_frames", "max_uninspected_m"}
         if unknown:
-            raise ConfigError(f"{where}: {key}.{sorted(unknown)[0]}: unknown key")
+            raise InspectdError(f"{where}: {key}.{sorted(unknown)[0]}: unknown key")
         for k in ("max_defects", "max_per_100m"):
             v = item.get(k, {})
             if not isinstance(v, dict) or not all(isinstance(n, (int, float)) and not isinstance(n, bool) and n >= 0
                                                   for n in v.values()):
-                raise ConfigError(f"{where}: {key}.{k}: expected class: number pairs (numbers >= 0)")
+                raise InspectdError(f"{where}: {key}.{k}: expected class: number pairs (numbers >= 0)")
         for k in ("max_reject_frames", "max_uninspected_m"):
             v = item.get(k)
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                raise ConfigError(f"{where}: {key}.{k}: expected a number >= 0")
+                raise InspectdError(f"{where}: {key}.{k}: expected a number >= 0")
         out.append(Grade(item["name"], {str(k): int(v) for k, v in item.get("max_defects", {}).items()},
                          {str(k): float(v) for k, v in item.get("max_per_100m", {}).items()},
                          item.get("max_reject_frames"), item.get("max_uninspected_m")))
