@@ -2,6 +2,10 @@
 """Fit the detection anchors to a dataset's boxes (k-means on width/height, YOLOv5's metric).
 
     python pipelines/fit_anchors.py --data ../shared/data/neu --split train.txt
+    python pipelines/fit_anchors.py --data my-yolo-export          # data.yaml's train:
+
+`inspectd train` does this on its own when fewer than 98 % of the training boxes fit the
+preset's anchors (inspectd/training/anchors.py); this script shows the fit for any folder.
 
 The metric is YOLOv5's: a box fits an anchor when both side ratios are within --thr (the
 loss's anchor_t); k-means runs on 1 - best-ratio, then the anchors are sorted by area and split
@@ -17,39 +21,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inspectd.data.neu import parse_voc, read_stems  # noqa: E402
-from inspectd.model.config import NEU_CLASSES  # noqa: E402
-
-
-def ratio_metric(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    r = wh[:, None] / anchors[None]
-    return np.minimum(r, 1 / r).min(2)  # [n, k]: worst side ratio of each box to each anchor
-
-
-def fit(wh: np.ndarray, k: int = 9, iters: int = 300, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    anchors = wh[rng.choice(len(wh), k, replace=False)].astype(np.float64)
-    for _ in range(iters):
-        assign = ratio_metric(wh, anchors).argmax(1)
-        new = np.array([np.exp(np.log(wh[assign == j]).mean(0)) if (assign == j).any() else anchors[j]
-                        for j in range(k)])
-        if np.allclose(new, anchors):
-            break
-        anchors = new
-    return anchors[np.argsort(anchors.prod(1))]
+from inspectd.data.layout import open_layout  # noqa: E402
+from inspectd.training.anchors import fit, ratio_metric  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="../shared/data/neu", help="NEU-style folder")
-    p.add_argument("--split", default="train.txt", help="stem list inside --data")
+    p.add_argument("--data", default="../shared/data/neu", help="data folder, NEU or YOLO layout")
+    p.add_argument("--split", help="a list file (or YOLO folder) instead of the folder's own train split")
     p.add_argument("--thr", type=float, default=4.0, help="anchor ratio threshold (loss anchor_t)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
-    root = Path(a.data)
+    layout = open_layout(a.data)
+    names = layout.class_names()
     wh = []
-    for s in read_stems(root / a.split):
-        b, _ = parse_voc(root / "annotations" / f"{s}.xml", NEU_CLASSES)
+    for item in layout.items("train", a.split):
+        b = layout.load(item, names, 1).boxes
         wh.append(b[:, 2:] - b[:, :2])
     wh = np.concatenate(wh).clip(2)
     anchors = fit(wh, seed=a.seed)

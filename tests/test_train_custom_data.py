@@ -304,3 +304,24 @@ def test_yolo_layout_variants_read_as_labelling_tools_write_them(tmp_path):
     cv2.imwrite(str(root / "masks" / "train" / "train_0.png"), np.full((SIZE, SIZE), 7, np.uint8))
     with pytest.raises(Exception, match=r"train_0.png: value 7 is no class"):
         layout.load(items[0], CLASSES, 1)
+
+
+def test_anchors_are_refitted_only_when_the_boxes_do_not_fit_them(trained):
+    from inspectd.model.config import load_preset
+    from inspectd.training.anchors import best_possible_recall, check_anchors
+
+    preset = load_preset("n").anchors
+    # Hairline scratches and flat streaks: most fit none of the NEU anchors within ratio 4.
+    rng = np.random.default_rng(0)
+    wh = np.concatenate([np.stack([rng.uniform(2, 4, 100), rng.uniform(60, 200, 100)], 1),
+                         np.stack([rng.uniform(150, 220, 100), rng.uniform(2, 5, 100)], 1)])
+    anchors, note = check_anchors(wh, preset, 4.0)
+    assert "refitted" in note and best_possible_recall(wh, np.reshape(anchors, (-1, 2)), 4.0) >= 0.98
+    assert best_possible_recall(wh, np.reshape(preset, (-1, 2)), 4.0) < 0.98
+    assert len(anchors) == 3 and all(len(a) == 6 for a in anchors)
+    # Boxes the preset fits: the anchors stay (a model of NEU data keeps the shipped model's).
+    same, note = check_anchors(np.array([[30, 40], [60, 150], [140, 30]] * 20, float), preset, 4.0)
+    assert same == preset and "kept" in note
+    _data, run = trained
+    _cfg, info = read_metadata(run / "best.safetensors")
+    assert info["data"]["anchors"].startswith("anchors kept")

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"train: {mc.name} {mc.input_size[0]}x{mc.input_size[1]} on {info['root']} ({info['layout']} layout, "
           f"{info['train_images']} train / {info['val_images']} val images); classes: "
           f"{', '.join(mc.class_names)}; segmented: {seg}; {trainer.device}, {trainer.precision()}; "
-          f"epoch {trainer.epoch + 1} of {trainer.total_epochs} -> {out}", file=sys.stderr)
+          f"{info['anchors']}; epoch {trainer.epoch + 1} of {trainer.total_epochs} -> {out}", file=sys.stderr)
     try:
         history = trainer.fit()
     except KeyboardInterrupt:

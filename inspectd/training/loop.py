@@ -30,6 +30,7 @@ from inspectd.model.config import load_preset
 from inspectd.model.loss import MultiTaskLoss
 from inspectd.model.network import MultiTaskNet, build_model
 from inspectd.model.pretrained import InitReport, initialise
+from inspectd.training.anchors import check_anchors
 from inspectd.training.config import StageConfig, TrainConfig
 from inspectd.training.ema import ModelEMA
 from inspectd.training.validate import validate
@@ -145,6 +146,15 @@ class Trainer:
                 mcfg = mcfg.replace(input_size=fitting_input_size(mcfg.input_size, train_raws + val_raws))
             except InspectdError as exc:
                 raise DataError(str(exc)) from None
+        # Anchors the data's boxes fit (kept unless too few do); an inspectd checkpoint to start
+        # from brings its own, which the model must match.
+        self.anchor_note = "anchors from model_overrides"
+        if str(cfg.init or "").endswith(".safetensors"):
+            self.anchor_note = "anchors of the preset (the init checkpoint must have the same)"
+        elif "anchors" not in cfg.model_overrides:
+            wh = np.concatenate([r.boxes[:, 2:] - r.boxes[:, :2] for r in train_raws] + [np.zeros((0, 2))])
+            anchors, self.anchor_note = check_anchors(wh, mcfg.anchors, cfg.loss.anchor_t, cfg.seed)
+            mcfg = mcfg.replace(anchors=anchors)
         self.model_cfg = mcfg
         seed_everything(cfg.seed)
         self.model: MultiTaskNet = build_model(mcfg)
@@ -189,7 +199,8 @@ class Trainer:
     def data_info(self) -> dict:
         return {"root": str(self.layout.root), "layout": self.layout.kind, "train_images": len(self.train_set),
                 "val_images": len(self.val_set) if self.val_set is not None else 0,
-                "class_names": self.model_cfg.class_names, "seg_class_names": self.model_cfg.seg_class_names}
+                "class_names": self.model_cfg.class_names, "seg_class_names": self.model_cfg.seg_class_names,
+                "anchors": self.anchor_note}
 
     def precision(self) -> str:
         return "float16 autocast" if self.use_fp16 else "bfloat16 autocast" if self.use_bf16 else "float32"
