@@ -97,7 +97,7 @@ def test_the_schema_rejects_what_is_not_a_valid_message():
         {**good, "status": "maybe"},
         {**good, "schema": 1},                 # the previous version
         {**good, "surprise": 1},
-        {**good, "defects": [{**good["defects"][0], "class": "rust"}]},
+        {**good, "defects": [{**good["defects"][0], "class": "rust/red"}]},
         {**good, "kind": "defect"},
         {"kind": "heartbeat"},
     ]

@@ -14,17 +14,20 @@ from inspectd.bus.publisher import EventPublisher
 from inspectd.bus.subscriber import EventSubscriber
 from inspectd.line import LineConfig
 from inspectd.runtime.frame import CoilMark
+from inspectd.runtime.alarm_thread import AlarmThread
 from inspectd.runtime.periodic import PeriodicConfig, PeriodicDetector
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "events.md"
 
 
 def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
+    alarms = AlarmThread(PeriodicDetector(PeriodicConfig(classes=["crazing"]), 0.5),
+                         lambda kind, body: pub.publish_event(kind, body)).start()
     pub = EventPublisher(
         bus_config(crops=True, crop_max_side_px=64, status_interval_s=0.1),
         EventEncoder("cam0", LineConfig()),
         status_source=lambda: {"frames": 3, "fps": 24.0, "latency_ms": {"p50": 11.0, "p99": 20.5}},
-        watcher=PeriodicDetector(PeriodicConfig(classes=["crazing"]), 0.5),
+        watcher=alarms,
     ).start()
     sub = EventSubscriber(pub.endpoint)
     image = np.zeros((400, 600), np.uint8)
@@ -51,6 +54,7 @@ def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
         events = col.stop()
     finally:
         sub.close()
+        alarms.close()
         pub.close()
     for e in events:
         assert_valid(e.msg)

@@ -252,3 +252,86 @@ def test_no_alarm_on_the_sample_recording():
     assert sum(m["kind"] == "verdict" for m in messages) == 31
     assert sum(m["kind"] == "defect" for m in messages) > 300
     assert [m for m in messages if m["kind"] == "alarm"] == []
+    # Among all those defects, a mark that does repeat is still found, a little later than on a
+    # clean strip (the crowd makes a chain of 3 likely chance).
+    det = PeriodicDetector(PeriodicConfig(), MM)
+    raised = []
+    for v in (m for m in messages if m["kind"] == "verdict"):
+        top = v["strip_position_m"] * 1000
+        for k in range(7):
+            y = 300 + 850 * k
+            if top <= y and y + 25 <= top + v["height"] * MM:
+                v["defects"].append({"class": "patches", "score": 0.9, "box_mm": [140, y, 160, y + 25]})
+        raised += [a for a in det.observe(v) if a["state"] == "raised"]
+    assert [(a["pitch_m"], a["cross_mm"]) for a in raised] == [(0.85, 150.0)]
+    assert raised[0]["repeats"] <= 5
+
+
+# -- the detector's thread ---------------------------------------------------------------------
+def test_a_slow_detector_never_holds_up_the_verdicts():
+    from bus_helpers import verdict
+    from inspectd.bus.config import BusConfig
+    from inspectd.bus.messages import EventEncoder
+    from inspectd.bus.publisher import EventPublisher
+    from inspectd.line import LineConfig
+    from inspectd.runtime.alarm_thread import AlarmThread
+    from inspectd.runtime.frame import CoilMark
+
+    gate = threading.Event()
+
+    class Slow(PeriodicDetector):
+        def observe(self, v):
+            gate.wait(60)
+            return super().observe(v)
+
+    sent: list[dict] = []
+    cond = threading.Condition()
+
+    def tap(topic, msg):
+        with cond:
+            sent.append(msg)
+            cond.notify_all()
+    alarms = AlarmThread(Slow(PeriodicConfig(classes=["crazing"]), 0.5),
+                         lambda kind, body: pub.publish_event(kind, body)).start()
+    pub = EventPublisher(BusConfig(heartbeat_interval_s=5.0), EventEncoder("cam0", LineConfig()), tap=tap,
+                         watcher=alarms).start()
+    try:
+        for i in (4, 6, 8):                        # the same crazing mark every 0.4 m
+            v = verdict(i, n_defects=1)
+            v.meta.coil = CoilMark("C1", 0.0)
+            pub.publish_verdict(v)
+        with cond:                                 # every verdict is out while the detector is stuck
+            assert cond.wait_for(lambda: sum(m["kind"] == "verdict" for m in sent) == 3, 60)
+        assert not [m for m in sent if m["kind"] == "alarm"]
+        gate.set()
+        with cond:
+            assert cond.wait_for(lambda: any(m["kind"] == "alarm" for m in sent), 60)
+    finally:
+        gate.set()
+        assert alarms.close()
+        pub.close()
+    alarm = next(m for m in sent if m["kind"] == "alarm")
+    assert_valid(alarm)
+    assert (alarm["state"], alarm["pitch_m"], alarm["coil"]) == ("raised", 0.4, "C1")
+    assert [m["kind"] for m in sent if m["kind"] != "heartbeat"][-1] == "alarm"   # after its verdicts
+
+
+def test_when_the_detector_falls_behind_it_drops_verdicts_not_the_bus():
+    from inspectd.runtime.alarm_thread import AlarmThread
+
+    gate = threading.Event()
+
+    class Stuck:
+        def observe(self, v):
+            gate.wait(60)
+            return []
+    t = AlarmThread(Stuck(), lambda kind, body: True, queue_size=2).start()
+    t.observe({"frame": 0})
+    while t.stats()["queued"]:                     # the thread holds frame 0
+        threading.Event().wait(0.01)
+    for i in range(1, 6):
+        t.observe({"frame": i})                    # returns at once: 2 wait, 3 are dropped
+    assert t.stats()["dropped"] == 3 and t.stats()["queued"] == 2
+    gate.set()
+    assert t.close()
+    assert t.stats()["verdicts"] == 3

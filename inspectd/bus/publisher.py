@@ -47,16 +47,16 @@ Tap = Callable[[bytes, dict], None]
 
 
 class VerdictWatcher(Protocol):
-    """Sees each verdict payload right after it was sent; returns ``alarm`` bodies to send
-    (``runtime.periodic.PeriodicDetector``). Runs on the publisher thread."""
+    """Sees each verdict payload right after it was sent, on the publisher thread: it must
+    only hand it over and return (``runtime.alarm_thread.AlarmThread``)."""
 
-    def observe(self, verdict: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def observe(self, verdict: dict[str, Any]) -> None: ...
 
 
 @dataclass(slots=True)
 class _Item:
-    kind: str                                  # "verdict" | "status" | "event"
-    data: Any                                  # Verdict | dict of counters | (kind, body)
+    kind: str                                  # "verdict" | "status" | "event" | "flush"
+    data: Any                                  # Verdict | dict of counters | (kind, body) | Event
     crops: list | None = None                  # per defect: (pixels, (x1, y1, x2, y2)) or None
     lost_after: dict[str, int] | None = None   # messages that could not be queued behind it
 
@@ -137,8 +137,8 @@ class EventPublisher:
         return self._put(_Item("status", counters if callable(counters) else dict(counters)), {"status": 1})
 
     def publish_event(self, kind: str, body: dict[str, Any]) -> bool:
-        """Queue a ``coil_start`` or ``coil_end`` message. These are rare and must not be
-        lost, so the queue's bound does not apply to them. False only after close()."""
+        """Queue a ``coil_start``, ``coil_end`` or ``alarm`` message. These are rare and must
+        not be lost, so the queue's bound does not apply to them. False only after close()."""
         with self._cond:
             if self._closed or self._closing:
                 self._counts.after_close += 1
@@ -146,6 +146,16 @@ class EventPublisher:
             self._queue.append(_Item("event", (kind, dict(body))))
             self._cond.notify()
             return True
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until everything queued so far has been sent (and seen by the watcher)."""
+        done = threading.Event()
+        with self._cond:
+            if self._closed or self._closing or self._thread is None:
+                return False
+            self._queue.append(_Item("flush", done))
+            self._cond.notify()
+        return done.wait(timeout_s)
 
     def publish_dropped(self, meta: FrameMeta, reason: str) -> None:
         """Report one frame that will not be inspected (ring overflow, camera loss, ...).
@@ -407,6 +417,8 @@ class EventPublisher:
                     self._emit_verdict(work)
                 elif work.kind == "event":
                     self._send(self.encoder.event(*work.data))
+                elif work.kind == "flush":
+                    work.data.set()
                 else:
                     counters = work.data() if callable(work.data) else work.data
                     self._send(self.encoder.status(counters, self._bus_counts()))
@@ -451,20 +463,19 @@ class EventPublisher:
                 if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
                     crop_meta, jpeg = self._encode_crop(*item.crops[i])
                 self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta), jpeg)
-        self._watch(msg)          # alarms follow the defects that raised them
+        self._watch(msg)          # the alarm detector sees what was sent
 
     def _watch(self, msg: dict) -> None:
+        if self._watcher is None:
+            return
         try:
-            alarms = self._watcher.observe(msg) if self._watcher is not None else []
-        except Exception as exc:  # noqa: BLE001 - a failing alarm detector must not stop the bus
+            self._watcher.observe(msg)
+        except Exception as exc:  # noqa: BLE001 - a failing watcher must not stop the bus
             self._counts.watch_errors += 1
             if not self._watch_error_logged:
                 self._watch_error_logged = True
                 log.error("bus_watcher_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc,
                           note="further errors are only counted (stats watch_errors)")
-            return
-        for body in alarms:
-            self._send(self.encoder.event("alarm", body))
 
     def _encode_crop(self, pixels: np.ndarray, box: tuple[int, int, int, int]) -> tuple[dict | None, bytes | None]:
         import cv2

@@ -2,7 +2,8 @@
 
 A damaged or dirty roll marks the strip once per turn: marks of one class, at one cross
 position, one roll circumference apart. ``PeriodicDetector`` is fed each verdict payload as
-it is published (on the publisher's thread) and returns the ``alarm`` bodies to publish.
+it is published (on its own thread, ``runtime.alarm_thread``) and returns the ``alarm``
+bodies to publish.
 
 How a mark is found and followed:
 
@@ -16,7 +17,9 @@ How a mark is found and followed:
    by that chain only. Otherwise it starts a two-mark chain with every earlier mark of its
    class at its cross position ``min_pitch_m`` .. ``max_pitch_m`` before it (one vectorised
    comparison over the recent marks).
-3. **Alarms.** A chain of ``repeats`` marks raises an alarm (``state: raised``); each further
+3. **Alarms.** A chain of ``repeats`` marks raises an alarm (``state: raised``), unless marks
+   of its class are so dense that a chain that long is likely chance (``max_chance``: then it
+   waits for more marks); each further
    mark sends it again (``repeated``, same ``alarm_id``); when ``max_missed + 1`` expected
    marks have passed unseen (the roll was changed, or the mark wore off) it ends
    (``ended``). A new coil ends every alarm (``ended_by: coil``) and starts afresh: the
@@ -28,7 +31,7 @@ pitch, ``coil_position_m`` for the coil positions reported with each occurrence.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,6 +86,14 @@ class PeriodicConfig:
         default=None,
     )
     min_score: float = doc("Defects scoring below this are not used.", default=0.0)
+    max_chance: float = doc(
+        "Where marks of a class crowd a cross position, a chain of `repeats` marks can be chance: "
+        "the alarm then waits for more marks, until fewer than this many chains that long are "
+        "expected by chance (from the density of the class's other recent marks on the strip and "
+        "the window where a chain expects its next mark). 0: never raise where other marks of "
+        "the class are; 1 or more: always at `repeats`.",
+        default=0.01,
+    )
 
     def validate(self, where: str, prefix: str = "") -> None:
         p = f"{prefix}." if prefix else ""
@@ -103,6 +114,8 @@ class PeriodicConfig:
             fail(where, p + "max_size_ratio", f"must be 0 (off) or at least 1, got {self.max_size_ratio!r}")
         if not 0 <= self.min_score <= 1:
             fail(where, p + "min_score", f"must be 0 to 1, got {self.min_score!r}")
+        if not (math.isfinite(self.max_chance) and self.max_chance >= 0):
+            fail(where, p + "max_chance", f"must be zero or more, got {self.max_chance!r}")
 
 
 @dataclass
@@ -126,6 +139,10 @@ class _Mark:
     def y(self) -> float:
         return (self.y1 + self.y2) / 2
 
+    @property
+    def wh(self) -> np.ndarray:
+        return np.array([self.x2 - self.x1, self.y2 - self.y1])
+
     def join(self, o: "_Mark") -> None:
         self.x1, self.y1 = min(self.x1, o.x1), min(self.y1, o.y1)
         self.x2, self.y2 = max(self.x2, o.x2), max(self.y2, o.y2)
@@ -143,30 +160,71 @@ class _Mark:
         }
 
 
-@dataclass
-class _Chain:
-    cls: str
-    first: _Mark
-    last: _Mark
-    turns: int                       # roll turns from first to last
-    marks: int = 2
-    xs: list[float] = field(default_factory=list)
-    alarm_id: int | None = None
+class _Chains:
+    """The chains of one class, as columns: each new mark is compared with all of them at once."""
+
+    def __init__(self) -> None:
+        self.n = np.zeros(0, np.int64)            # marks
+        self.turns = np.zeros(0, np.int64)        # pitches from the first mark to the last
+        self.x_sum = np.zeros(0)                  # sum of the marks' cross positions (mean: cross)
+        self.first_y = np.zeros(0)
+        self.last_y = np.zeros(0)
+        self.first_wh = np.zeros((0, 2))
+        self.last_wh = np.zeros((0, 2))
+        self.alarm = np.zeros(0, np.int64)        # alarm id, -1 while not raised
+        self.first: list[_Mark] = []
+        self.last: list[_Mark] = []
+
+    def __len__(self) -> int:
+        return len(self.n)
 
     @property
-    def pitch(self) -> float:
-        return (self.last.y - self.first.y) / self.turns
+    def pitch(self) -> np.ndarray:
+        return (self.last_y - self.first_y) / self.turns
 
     @property
-    def cross(self) -> float:
-        return float(np.mean(self.xs))
+    def cross(self) -> np.ndarray:
+        return self.x_sum / self.n
+
+    def add(self, firsts: list["_Mark"], cols: np.ndarray, last: "_Mark") -> range:
+        """Two-mark chains from each of ``firsts`` (their x, y, w, h rows: ``cols``) to ``last``;
+        returns their indices."""
+        n, k = len(self.n), len(firsts)
+        self.n = np.concatenate([self.n, np.full(k, 2)])
+        self.turns = np.concatenate([self.turns, np.ones(k, np.int64)])
+        self.x_sum = np.concatenate([self.x_sum, cols[:, 0] + last.x])
+        self.first_y = np.concatenate([self.first_y, cols[:, 1]])
+        self.last_y = np.concatenate([self.last_y, np.full(k, last.y)])
+        self.first_wh = np.concatenate([self.first_wh, cols[:, 2:]])
+        self.last_wh = np.concatenate([self.last_wh, np.tile(last.wh, (k, 1))])
+        self.alarm = np.concatenate([self.alarm, np.full(k, -1)])
+        self.first += firsts
+        self.last += [last] * k
+        return range(n, n + k)
+
+    def extend(self, i: int, m: "_Mark", k: int) -> None:
+        self.n[i] += 1
+        self.turns[i] += k
+        self.x_sum[i] += m.x
+        self.last_y[i] = m.y
+        self.last_wh[i] = m.wh
+        self.last[i] = m
+
+    def keep(self, mask: np.ndarray) -> None:
+        for name in ("n", "turns", "x_sum", "first_y", "last_y", "first_wh", "last_wh", "alarm"):
+            setattr(self, name, getattr(self, name)[mask])
+        idx = np.flatnonzero(mask)
+        self.first = [self.first[i] for i in idx]
+        self.last = [self.last[i] for i in idx]
 
 
 #: Classes that are not watched by default: areas of texture, not marks.
 TEXTURE_CLASSES = ("crazing", "pitted_surface", "rolled-in_scale")
 
 _TOUCH_MM = 2.0          # boxes this close (or overlapping) in strip mm are one mark
-_MAX_CHAINS = 2000       # per class: a strip covered in one defect class must not eat the CPU
+# Per class: a strip covered in one defect class must not eat the CPU (the newest are kept).
+_MAX_CHAINS = 500
+_MAX_HISTORY = 2000
 
 
 class PeriodicDetector:
@@ -181,8 +239,8 @@ class PeriodicDetector:
     def _reset(self, coil: str | None) -> None:
         self._coil = coil
         self._open: list[_Mark] = []
-        self._chains: dict[str, list[_Chain]] = {}
-        # Recent final marks per class, as arrays for the vectorised pairing.
+        self._chains: dict[str, _Chains] = {}
+        # Recent final marks per class: (x, y, w, h) columns for the vectorised pairing, and the marks.
         self._hist: dict[str, tuple[np.ndarray, list[_Mark]]] = {}
 
     # -- input -------------------------------------------------------------------
@@ -233,99 +291,122 @@ class PeriodicDetector:
         return out
 
     # -- chains ------------------------------------------------------------------
-    def _similar(self, a: _Mark, b: _Mark) -> bool:
+    def _similar(self, wh: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """Per row of ``others`` (w, h): both sides within ``max_size_ratio`` of ``wh``'s."""
         r = self.cfg.max_size_ratio
         if not r:
-            return True
-        for sa, sb in ((a.x2 - a.x1, b.x2 - b.x1), (a.y2 - a.y1, b.y2 - b.y1)):
-            sa, sb = max(sa, 2 * self.mm_per_px), max(sb, 2 * self.mm_per_px)
-            if max(sa, sb) > r * min(sa, sb):
-                return False
-        return True
+            return np.ones(len(others), bool)
+        floor = 2 * self.mm_per_px
+        a, b = np.maximum(wh, floor)[None, :], np.maximum(others, floor)
+        return np.all(np.maximum(a, b) <= r * np.minimum(a, b), axis=1)
 
     def _add(self, m: _Mark) -> list[dict[str, Any]]:
         cfg = self.cfg
-        chains = self._chains.setdefault(m.cls, [])
-        best: tuple[tuple[int, float], _Chain, int] | None = None
-        for c in chains:
-            if abs(m.x - c.cross) > cfg.cross_tolerance_mm or not (self._similar(m, c.last) and self._similar(m, c.first)):
-                continue
-            pitch = c.pitch
-            k = round((m.y - c.last.y) / pitch)
-            if not 1 <= k <= cfg.max_missed + 1:
-                continue
-            err = abs((m.y - c.last.y) / k - pitch)
-            if err <= cfg.pitch_tolerance_mm:
-                key = (-c.marks, err)
-                if best is None or key < best[0]:
-                    best = (key, c, k)
-        if best is not None:
-            _, c, k = best
-            c.last, c.turns, c.marks = m, c.turns + k, c.marks + 1
-            c.xs.append(m.x)
-            return self._alarm_if_due(c)
+        chains = self._chains.setdefault(m.cls, _Chains())
+        if len(chains):
+            pitch = chains.pitch
+            dy = m.y - chains.last_y
+            k = np.rint(dy / pitch)
+            err = np.abs(dy / np.maximum(k, 1) - pitch)
+            ok = (np.abs(m.x - chains.cross) <= cfg.cross_tolerance_mm) & (k >= 1) & (k <= cfg.max_missed + 1) \
+                & (err <= cfg.pitch_tolerance_mm)
+            if ok.any():
+                ok &= self._similar(m.wh, chains.last_wh) & self._similar(m.wh, chains.first_wh)
+            if ok.any():
+                # The longest chain it fits, then the closest: the mark is used by that one only.
+                idx = np.flatnonzero(ok)
+                i = int(idx[np.lexsort((err[idx], -chains.n[idx]))[0]])
+                chains.extend(i, m, int(k[i]))
+                return self._alarm_if_due(chains, i)
         out: list[dict[str, Any]] = []
-        ys, marks = self._hist.get(m.cls, (np.empty((0, 2)), []))
+        cols, marks = self._hist.get(m.cls, (np.empty((0, 4)), []))
         if len(marks):
-            dy = m.y - ys[:, 1]
-            near = (np.abs(ys[:, 0] - m.x) <= cfg.cross_tolerance_mm) \
+            dy = m.y - cols[:, 1]
+            near = (np.abs(cols[:, 0] - m.x) <= cfg.cross_tolerance_mm) \
                 & (dy >= cfg.min_pitch_m * 1000.0) & (dy <= cfg.max_pitch_m * 1000.0)
-            for i in np.flatnonzero(near):
-                if self._similar(m, marks[i]):
-                    c = _Chain(m.cls, marks[i], m, 1, 2, [marks[i].x, m.x])
-                    chains.append(c)
-                    out += self._alarm_if_due(c)
+            if near.any():
+                near &= self._similar(m.wh, cols[:, 2:])
+            idx = np.flatnonzero(near)
+            if len(idx):
+                for i in chains.add([marks[j] for j in idx], cols[idx], m):
+                    out += self._alarm_if_due(chains, i)
             if len(chains) > _MAX_CHAINS:
-                del chains[:len(chains) - _MAX_CHAINS]
+                # Too many: the oldest of the shortest go first; a chain that grew is kept.
+                drop = np.lexsort((np.arange(len(chains)), chains.n))[:len(chains) - _MAX_CHAINS]
+                keep = np.ones(len(chains), bool)
+                keep[drop] = False
+                chains.keep(keep)
         # Recent marks only: nothing further back than the longest pitch can pair.
-        keep = [i for i, o in enumerate(marks) if m.y - o.y <= cfg.max_pitch_m * 1000.0]
-        marks = [marks[i] for i in keep] + [m]
-        ys = np.concatenate([ys[keep], np.array([[m.x, m.y]])])
-        self._hist[m.cls] = (ys, marks)
+        keep = (m.y - cols[:, 1]) <= cfg.max_pitch_m * 1000.0
+        keep[:-_MAX_HISTORY] = False
+        self._hist[m.cls] = (np.vstack([cols[keep], [[m.x, m.y, *m.wh]]]),
+                             [o for o, kept in zip(marks, keep) if kept] + [m])
         return out
 
-    def _alarm_if_due(self, c: _Chain) -> list[dict[str, Any]]:
-        if c.marks < self.cfg.repeats:
+    def _alarm_if_due(self, chains: _Chains, i: int) -> list[dict[str, Any]]:
+        if chains.n[i] < self.cfg.repeats:
             return []
         state = "repeated"
-        if c.alarm_id is None:
-            c.alarm_id, self._next_id, state = self._next_id, self._next_id + 1, "raised"
-        return [self._body(c, state)]
+        if chains.alarm[i] < 0:
+            if self._chance(chains, i) > self.cfg.max_chance:
+                return []
+            chains.alarm[i], self._next_id, state = self._next_id, self._next_id + 1, "raised"
+        return [self._body(chains, i, state)]
+
+    def _chance(self, chains: _Chains, i: int) -> float:
+        """Chains as long as chain ``i`` expected by chance: (chains being followed) x
+        p^(marks - 2), where p is the chance that one of the class's other recent marks falls
+        into the window where a chain expects its next mark (the marks' density per strip area,
+        times the window: 2 cross tolerances x 2 pitch tolerances x the turns it may skip)."""
+        cfg = self.cfg
+        last = chains.last[i]
+        cols, _ = self._hist.get(last.cls, (np.empty((0, 4)), []))
+        if not len(cols):
+            return 0.0
+        pitch = float(chains.pitch[i])
+        span = max(last.y - float(cols[:, 1].min()), pitch)
+        own = min(int(chains.n[i]), int(span // pitch) + 1)
+        others = max(0, len(cols) + 1 - own)           # the history does not hold the newest mark yet
+        xs = np.append(cols[:, 0], last.x)
+        width = float(xs.max() - xs.min()) + 2 * cfg.cross_tolerance_mm
+        window = 2 * cfg.cross_tolerance_mm * 2 * cfg.pitch_tolerance_mm * (cfg.max_missed + 1)
+        p = min(1.0, others / (span * width) * window)
+        return max(1, len(chains)) * p ** (int(chains.n[i]) - 2)
 
     def _expire(self, seen_to_mm: float) -> list[dict[str, Any]]:
         """Chains whose next expected mark (after the allowed misses) lies behind ``seen_to_mm``."""
         out: list[dict[str, Any]] = []
         reach = self.cfg.max_missed + 1
-        for cls, chains in self._chains.items():
-            alive = []
-            for c in chains:
-                if c.last.y + reach * (c.pitch + self.cfg.pitch_tolerance_mm) < seen_to_mm:
-                    if c.alarm_id is not None:
-                        out.append(self._body(c, "ended", "missed"))
-                else:
-                    alive.append(c)
-            self._chains[cls] = alive
+        for chains in self._chains.values():
+            if not len(chains):
+                continue
+            gone = chains.last_y + reach * (chains.pitch + self.cfg.pitch_tolerance_mm) < seen_to_mm
+            if gone.any():
+                out += [self._body(chains, int(i), "ended", "missed") for i in np.flatnonzero(gone & (chains.alarm >= 0))]
+                chains.keep(~gone)
         return out
 
     def _end_all(self, why: str) -> list[dict[str, Any]]:
-        return [self._body(c, "ended", why) for chains in self._chains.values() for c in chains
-                if c.alarm_id is not None]
+        return [self._body(chains, int(i), "ended", why) for chains in self._chains.values()
+                for i in np.flatnonzero(chains.alarm >= 0)]
 
-    def _body(self, c: _Chain, state: str, ended_by: str | None = None) -> dict[str, Any]:
+    def _body(self, chains: _Chains, i: int, state: str, ended_by: str | None = None) -> dict[str, Any]:
+        pitch = float(chains.pitch[i])
+        last = chains.last[i]
         return {
             "alarm": "periodic",
-            "alarm_id": c.alarm_id,
+            "alarm_id": int(chains.alarm[i]),
             "state": state,
             "ended_by": ended_by,
             "coil": self._coil,
-            "class": c.cls,
-            "pitch_m": round(c.pitch / 1000.0, 4),
-            "cross_mm": round(c.cross, 1),
-            "repeats": c.marks,
-            "turns": c.turns,
-            "first": c.first.occurrence(),
-            "latest": c.last.occurrence(),
-            "next_strip_position_m": round((c.last.y + c.pitch) / 1000.0, 4),
+            "class": last.cls,
+            "pitch_m": round(pitch / 1000.0, 4),
+            "cross_mm": round(float(chains.cross[i]), 1),
+            "repeats": int(chains.n[i]),
+            "turns": int(chains.turns[i]),
+            "first": chains.first[i].occurrence(),
+            "latest": last.occurrence(),
+            "next_strip_position_m": round((last.y + pitch) / 1000.0, 4),
         }
 
 

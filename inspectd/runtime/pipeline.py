@@ -140,6 +140,7 @@ class Pipeline:
         self._stopped_ns = 0
         self._inference_thread: threading.Thread | None = None
         self.control = None
+        self.alarms = None
 
         # Build everything that can fail on bad input before any thread starts, so that
         # a missing file or model is one clear error and nothing is left running.
@@ -147,6 +148,7 @@ class Pipeline:
         from inspectd.bus.publisher import EventPublisher
         from inspectd.line import position_fn, strip_position_m
         from inspectd.runtime.coils import CoilDesk, CoilTracker
+        from inspectd.runtime.alarm_thread import AlarmThread
         from inspectd.runtime.periodic import PeriodicDetector, check_classes
         from inspectd.runtime.camera_process import acquisition_for, ring_for
         from inspectd.runtime.inference import InferenceStage
@@ -201,10 +203,13 @@ class Pipeline:
                 self.source, self.ring, self._acq_stop, realtime=realtime, on_lost=self._on_lost,
                 on_silent=self._on_silent, on_frame=self.coils.stamp,
                 frame_period_s=cfg.line.frame_length(int(self.source.frame_shape[0])) / cfg.line.speed_m_per_s)
+            if cfg.alarms.periodic.enabled:
+                # Periodic defects: the detector has its own thread, fed by the publisher's.
+                self.alarms = AlarmThread(PeriodicDetector(cfg.alarms.periodic, cfg.line.mm_per_px),
+                                          lambda kind, body: self.publisher.publish_event(kind, body),
+                                          name=f"alarms-{cfg.camera}").start()
             self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
-                                            status_source=self._status_payload,
-                                            watcher=PeriodicDetector(cfg.alarms.periodic, cfg.line.mm_per_px)
-                                            if cfg.alarms.periodic.enabled else None)
+                                            status_source=self._status_payload, watcher=self.alarms)
             self.publisher.start()    # binds the socket: a bad or busy address fails here
             self.coil_desk = CoilDesk(self.coils, self.publisher, cfg.camera)
             if coil is not None:
@@ -223,6 +228,8 @@ class Pipeline:
             self._close_quietly(stage, "close_model")
         if self.control is not None:
             self.control.close()
+        if self.alarms is not None:
+            self.alarms.close(0.5)
         if self.publisher is not None:
             self.publisher.close(0.5)
         if self.annotator is not None:
@@ -587,6 +594,8 @@ class Pipeline:
         """The counters of a ``status`` event (the publisher asks for them on its thread)."""
         payload = dict(c or self.counters())
         payload["acquisition"] = self.acquisition.stats()
+        if self.alarms is not None:
+            payload["alarms"] = self.alarms.stats()
         return payload
 
     def _finish(self, reason: str) -> PipelineResult:
@@ -606,6 +615,10 @@ class Pipeline:
                 self._fail("annotate", exc)
         if self.control is not None:
             self.control.close()
+        if self.alarms is not None:
+            # The alarms of the last verdicts go out before the coil ends and the bus closes.
+            self.publisher.flush(self.cfg.service.flush_timeout_s)
+            self.alarms.close(self.cfg.service.flush_timeout_s)
         self.coil_desk.stop()                # the open coil ends after its last frame's verdict
         # The final status is built when it is sent, after the last verdict: its late count is complete.
         self.publisher.publish_status(lambda: self._status_payload(self.counters()))
