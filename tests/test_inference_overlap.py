@@ -58,7 +58,7 @@ def _run(tmp_path, in_flight: int, *, fps: float | None = None, delay_s: float =
     cfg.bus.heartbeat_interval_s = 0.2
     backend = RecordingBackend(delay_s=delay_s, wait_for_frames=frames if backlog else 0)
     verdicts: list[dict] = []
-    pipe = Pipeline(cfg, backend=backend, realtime=fps is not None, handle_signals=False,
+    pipe = Pipeline(cfg, backend=backend, realtime=fps is not None, handle_signals=False, self_test=False,
                     tap=lambda topic, m: verdicts.append(m) if m["kind"] == "verdict" else None)
     backend.pipeline = pipe
     # A spy on the stage: how many verdicts were counted when each frame was handed to the model.

@@ -113,16 +113,20 @@ def test_video_not_a_video(tmp_path):
 
 
 def test_video_truncated_is_reported_at_its_end(video, tmp_path):
+    """The frames a truncated file cannot deliver are reported (CorruptFrames), not forgotten."""
+    from inspectd.runtime.sources import CorruptFrames
     cut = tmp_path / "cut.mkv"
     data = video.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     src = VideoSource(cut, "cam0")            # opens: the header is intact
     src.start()
     n = 0
-    with pytest.raises(InspectdError, match=rf"^video file .*cut\.mkv: ends after \d+ of the {N} frames"):
+    with pytest.raises(CorruptFrames, match=rf"^frames \d+\.\.{N - 1}: video file .*cut\.mkv: ends after \d+ of "
+                                            rf"the {N} frames") as bad:
         while src.read() is not None:
             n += 1
-    assert 0 < n < N
+    assert 0 < n < N and bad.value.index == n and bad.value.count == N - n
+    assert src.read() is None                 # and then the end
     src.stop()
 
 
@@ -176,8 +180,11 @@ def test_folder_errors_name_the_file(tmp_path):
     src = FolderSource(folder, "cam0")
     src.start()
     src.read()
-    with pytest.raises(InspectdError, match=r"^image .*img_001\.png: cannot be read"):
+    # A later image that cannot be read is a damaged frame (uninspected), not the end of the folder.
+    from inspectd.runtime.sources import CorruptFrames
+    with pytest.raises(CorruptFrames, match=r"^frame 1: image .*img_001\.png: cannot be read whole"):
         src.read()
+    assert src.read().index == 2
     cv2.imwrite(str(folder / "img_001.png"), np.zeros((10, 10), np.uint8))
     src = FolderSource(folder, "cam0")
     src.read()
@@ -246,17 +253,40 @@ def test_acquisition_thread_stops_on_request_and_closes_the_ring(video):
     assert c.captured == c.inspected + c.dropped
 
 
-def test_acquisition_thread_keeps_a_fatal_error(video, tmp_path):
+def test_acquisition_thread_reports_what_a_truncated_file_lacks(video, tmp_path):
     cut = tmp_path / "cut.mkv"
     data = video.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     ring = RingBuffer(4, OverflowPolicy.block)
-    acq = AcquisitionThread(VideoSource(cut, "cam0"), ring, threading.Event())
+    corrupt: list[int] = []
+    acq = AcquisitionThread(VideoSource(cut, "cam0"), ring, threading.Event(),
+                            on_corrupt=lambda meta: corrupt.append(meta.index))
+    acq.start()
+    read = []
+    while (f := ring.get(timeout=30)) is not None:
+        read.append(f.index)
+        ring.release(f)
+    acq.join(timeout=30)
+    assert acq.error is None and ring.closed
+    assert read + corrupt == list(range(N)) and corrupt           # every frame: read, or reported
+    assert acq.stats()["frames_corrupt"] == len(corrupt)
+
+
+def test_acquisition_thread_keeps_a_fatal_error(video):
+    class Failing(VideoSource):
+        def read(self):
+            frame = super().read()
+            if frame is not None and frame.index == 3:
+                raise InspectdError("video file x: the disk went away")
+            return frame
+
+    ring = RingBuffer(4, OverflowPolicy.block)
+    acq = AcquisitionThread(Failing(video, "cam0"), ring, threading.Event())
     acq.start()
     while (f := ring.get(timeout=30)) is not None:
         ring.release(f)
     acq.join(timeout=30)
-    assert isinstance(acq.error, InspectdError) and "cut.mkv: ends after" in str(acq.error)
+    assert isinstance(acq.error, InspectdError) and "the disk went away" in str(acq.error)
     assert ring.closed
 
 

@@ -10,7 +10,7 @@ import structlog
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.ringbuffer import RingBuffer
-from inspectd.runtime.sources.base import FrameTimeout, Source
+from inspectd.runtime.sources.base import CorruptFrames, FrameTimeout, Source
 
 log = structlog.get_logger("inspectd.acquisition")
 
@@ -29,12 +29,15 @@ class AcquisitionThread(threading.Thread):
     ring; ``on_lost`` is called with a ``FrameMeta`` for each, estimated from its
     neighbours (capture time interpolated, no pixels) so that downstream can report the
     stretch as uninspected just as it does for the ring's ``on_drop``. ``on_frame`` sees each
-    frame as it was read, before the ring does (the coil tracker marks it there).
+    frame as it was read, before the ring does (the coil tracker marks it there). Frames the
+    source could not deliver whole (``CorruptFrames``) never reach the ring either:
+    ``on_corrupt`` is called with a ``FrameMeta`` for each.
     """
 
     def __init__(self, source: Source, ring: RingBuffer, stop_event: threading.Event,
                  realtime: bool = False, on_lost: Callable[[FrameMeta], None] | None = None,
-                 name: str | None = None, on_frame: Callable[[Frame], None] | None = None) -> None:
+                 name: str | None = None, on_frame: Callable[[Frame], None] | None = None,
+                 on_corrupt: Callable[[FrameMeta], None] | None = None) -> None:
         super().__init__(name=name or f"acquisition-{source.camera}", daemon=True)
         self.source = source
         self.ring = ring
@@ -42,6 +45,10 @@ class AcquisitionThread(threading.Thread):
         self.realtime = realtime
         self.on_lost = on_lost
         self.on_frame = on_frame
+        self.on_corrupt = on_corrupt
+        self._corrupt = 0
+        self._corrupt_logged = -1e9
+        self._corrupt_events = 0
         self.error: InspectdError | None = None
         self.started_event = threading.Event()   # set once source.start() returned
         self._lock = threading.Lock()
@@ -86,6 +93,15 @@ class AcquisitionThread(threading.Thread):
                 with self._lock:
                     self._timeouts += 1
                 continue
+            except CorruptFrames as bad:
+                # Strip the source could not deliver whole: uninspected, never inspected as whole.
+                if period_ns:
+                    delay = next_due - time.monotonic_ns()
+                    if delay > 0 and stop.wait(delay / 1e9):
+                        break
+                    next_due = max(next_due, time.monotonic_ns() - period_ns) + bad.count * period_ns
+                prev_index, prev_ns, prev_wall, prev_fid = self._report_corrupt(bad)
+                continue
             if frame is None:
                 self._ended = True
                 break
@@ -108,6 +124,28 @@ class AcquisitionThread(threading.Thread):
                 self._read += 1
                 self._put += kept
                 self._last_frame_ns = frame.capture_ns
+
+    def _report_corrupt(self, bad: CorruptFrames) -> tuple[int, int, int, None]:
+        """Report each frame of ``bad`` (``on_corrupt``); returns the last one's index and times
+        (what the next frame's gap check compares with)."""
+        with self._lock:
+            self._corrupt += bad.count
+            total = self._corrupt
+        now = time.monotonic()
+        self._corrupt_events += 1
+        if self._corrupt_events <= 10 or now - self._corrupt_logged >= 1.0:   # a wrecked file: a line a second
+            self._corrupt_logged = now
+            log.warning("frames_corrupt", camera=self.source.camera, first=bad.index, count=bad.count,
+                        total=total, detail=bad.detail, note="published as uninspected (corrupt), not inspected")
+        h, w = self.source.frame_shape[:2]
+        position = getattr(self.source, "position", None)
+        now_ns, wall_ns = time.monotonic_ns(), time.time_ns()
+        for index in range(bad.index, bad.index + bad.count):
+            if self.on_corrupt is not None:
+                self.on_corrupt(FrameMeta(index=index, camera=self.source.camera, capture_ns=now_ns,
+                                          capture_wall_ns=wall_ns, height=h, width=w,
+                                          strip_position_m=position(index) if position else None))
+        return bad.index + bad.count - 1, now_ns, wall_ns, None
 
     def _report_lost(self, frame: Frame, prev_index: int, prev_ns: int, prev_wall: int,
                      prev_fid: int | None) -> None:
@@ -140,6 +178,7 @@ class AcquisitionThread(threading.Thread):
         with self._lock:
             out: dict[str, Any] = {
                 "frames_read": self._read, "frames_put": self._put, "frames_lost": self._lost,
+                "frames_corrupt": self._corrupt,
                 "timeouts": self._timeouts, "last_frame_ns": self._last_frame_ns,
             }
         try:

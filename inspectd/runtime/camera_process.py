@@ -734,7 +734,8 @@ def ring_for(source: Any, cfg: RingConfig, on_drop: Callable[[FrameMeta], None])
 
 def acquisition_for(source: Any, ring: RingBuffer, stop_event: threading.Event, *, realtime: bool,
                     frame_period_s: float, on_lost: Callable[[FrameMeta], None],
-                    on_silent: Callable[[FrameMeta], None], on_frame: Callable[[Frame], None] | None = None):
+                    on_silent: Callable[[FrameMeta], None], on_frame: Callable[[Frame], None] | None = None,
+                    on_corrupt: Callable[[FrameMeta], None] | None = None):
     """The thread that feeds ``ring`` from ``source``: ``CameraAcquisition`` for a camera
     process, ``AcquisitionThread`` for a source read in-process (files, folders)."""
     if isinstance(source, CameraProcess):
@@ -743,7 +744,8 @@ def acquisition_for(source: Any, ring: RingBuffer, stop_event: threading.Event, 
     from inspectd.runtime.acquisition import AcquisitionThread
 
     kw = {"on_frame": on_frame} if on_frame is not None else {}
-    return AcquisitionThread(source, ring, stop_event, realtime=realtime, on_lost=on_lost, **kw)
+    return AcquisitionThread(source, ring, stop_event, realtime=realtime, on_lost=on_lost, on_corrupt=on_corrupt,
+                             **kw)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ Tap = Callable[[str, dict[str, Any]], None]
 
 # Uninspected reasons of frames that never reached the ring buffer: ``captured`` counts them
 # too. Add a reason here when a new one is reported without passing through the ring.
-NOT_IN_RING = ("camera_lost", "camera_silent")
+NOT_IN_RING = ("camera_lost", "camera_silent", "corrupt")
 
 # How long after the shutdown grace time the source may take to return from read().
 _SOURCE_STOP_S = 5.0
@@ -201,7 +201,7 @@ class Pipeline:
             self.coils = CoilTracker(lambda i, h: strip_position_m(cfg.line, i, h), cfg.line.frame_length)
             self.acquisition = acquisition_for(
                 self.source, self.ring, self._acq_stop, realtime=realtime, on_lost=self._on_lost,
-                on_silent=self._on_silent, on_frame=self.coils.stamp,
+                on_silent=self._on_silent, on_frame=self.coils.stamp, on_corrupt=self._on_corrupt,
                 frame_period_s=cfg.line.frame_length(int(self.source.frame_shape[0])) / cfg.line.speed_m_per_s)
             if cfg.alarms.periodic.enabled:
                 # Periodic defects: the detector has its own thread, fed by the publisher's.
@@ -243,6 +243,11 @@ class Pipeline:
     def _on_drop(self, meta: FrameMeta) -> None:
         """Every frame the ring gives up on: announce it downstream as uninspected."""
         self._uninspected(meta, self._drop_reason)
+
+    def _on_corrupt(self, meta: FrameMeta) -> None:
+        """A frame the source could not deliver whole (damaged, truncated): never inspected."""
+        self.coils.stamp_meta(meta)
+        self._uninspected(meta, "corrupt")
 
     def _on_lost(self, meta: FrameMeta) -> None:
         """A frame the camera lost (frame-id gap): it never reached the ring."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from inspectd.errors import InspectdError
-from inspectd.runtime.sources.base import FrameTimeout, PositionFn, Source
+from inspectd.runtime.sources.base import CorruptFrames, FrameTimeout, PositionFn, Source
 from inspectd.runtime.sources.config import GenICamConfig, SourceConfig
 
-__all__ = ["FrameTimeout", "GenICamConfig", "PositionFn", "Source", "SourceConfig", "open_source"]
+__all__ = ["CorruptFrames", "FrameTimeout", "GenICamConfig", "PositionFn", "Source", "SourceConfig", "open_source"]
 
 
 def open_source(cfg: SourceConfig, camera: str, position: PositionFn | None = None, *,

@@ -19,6 +19,21 @@ class FrameTimeout(Exception):
     """
 
 
+class CorruptFrames(Exception):
+    """``read()`` met ``count`` frames from ``index`` on that it could not decode whole (a
+    truncated or damaged JPEG, a recording that ends before its stated length, the decoder's
+    or the camera's own error status). They are never inspected as if whole: the acquisition
+    thread reports each as uninspected (reason ``corrupt``) and reads on. The source has
+    already counted them: its next frame has index ``index + count``.
+    """
+
+    def __init__(self, index: int, count: int, detail: str):
+        super().__init__(f"frames {index}..{index + count - 1}: {detail}" if count > 1 else f"frame {index}: {detail}")
+        self.index = index
+        self.count = count
+        self.detail = detail
+
+
 @runtime_checkable
 class Source(Protocol):
     """A stream of frames.

@@ -10,7 +10,8 @@ import numpy as np
 
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame
-from inspectd.runtime.sources.base import PositionFn
+from inspectd.runtime.sources.base import CorruptFrames, PositionFn
+from inspectd.runtime.sources.jpeg_check import jpeg_damage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
 
@@ -49,9 +50,21 @@ class FolderSource:
         self._passes = 0
 
     def _load(self, file: Path) -> np.ndarray:
-        img = cv2.imread(str(file), self._flag)
+        """The image's pixels. A damaged file is an error for the first image (it sets the
+        size), ``CorruptFrames`` for any later one: reported uninspected, the folder read on."""
+        try:
+            data = np.fromfile(file, np.uint8)
+        except OSError as exc:
+            raise InspectdError(f"image {file}: cannot be read ({exc.strerror})") from None
+        # libjpeg decodes a truncated JPEG without an error (grey where data is missing).
+        damage = jpeg_damage(data) if file.suffix.lower() in (".jpg", ".jpeg") else None
+        img = cv2.imdecode(data, self._flag) if damage is None else None
         if img is None:
-            raise InspectdError(f"image {file}: cannot be read (not an image, or corrupt)")
+            what = f"{damage} JPEG" if damage else "not an image, or corrupt"
+            if hasattr(self, "frame_shape"):
+                self._index += 1
+                raise CorruptFrames(self._index - 1, 1, f"image {file}: cannot be read whole ({what})")
+            raise InspectdError(f"image {file}: cannot be read ({what})")
         if img.dtype != np.uint8:
             raise InspectdError(f"image {file}: {img.dtype} pixels, expected 8-bit")
         if hasattr(self, "frame_shape") and img.shape != self.frame_shape:
