@@ -304,3 +304,29 @@ def test_uninspected_stretches_do_not_cross_a_coil_head():
     assert got == [(0, 1, "A", 0.2, 0.6), (2, 3, "B", 0.0, 0.4), (4, 4, None, None, None)]
     for m in tap.kind("uninspected"):
         assert_valid(m)
+
+
+def test_help():
+    for args in (["--help"], ["start", "--help"], ["end", "--help"], ["status", "--help"]):
+        r = coil(*args)
+        assert r.returncode == 0 and "usage: inspectd coil" in r.stdout, (args, r.stderr)
+    r = coil("start", "--help")
+    assert "--width-mm" in r.stdout and "--meta" in r.stdout and "--address" in r.stdout
+    r = coil()
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) >= 1
+
+
+def test_address_from_the_daemon_config(tmp_path, daemon):
+    from inspectd.commands.coil import connect_address
+    assert connect_address("tcp://*:5570") == "tcp://127.0.0.1:5570"
+    assert connect_address("@tcp://0.0.0.0:5571") == "tcp://127.0.0.1:5571"
+    assert connect_address("tcp://10.0.0.5:5570") == "tcp://10.0.0.5:5570"
+    assert connect_address("ipc:///run/inspectd/top.control") == "ipc:///run/inspectd/top.control"
+    pipeline, source, tap, result, thread = daemon
+    cfg = tmp_path / "daemon.yaml"
+    cfg.write_text(f"control:\n  address: \"{pipeline.control.endpoint}\"\n")
+    r = coil("status", "--config", cfg)
+    assert r.returncode == 0 and r.stdout.strip() == "cam0: no coil open", r.stderr
+    cfg.write_text("camera: top\n")
+    r = coil("status", "--config", cfg)
+    assert r.returncode == 78 and "control.address: not set" in r.stderr
