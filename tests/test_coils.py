@@ -124,6 +124,9 @@ def test_coils_through_the_command(daemon):
     status = json.loads(r.stdout)
     assert status["coil"]["coil"] == "A-001" and status["coil"]["frames"] == 3
 
+    r = coil("start", "A-001", "--address", address)        # a retry: changes nothing
+    assert r.returncode == 0 and r.stdout.strip() == \
+        "cam0: coil A-001 (width 1250 mm, grade=S235JR) open: 3 frames so far (a repeated request: nothing changed)"
     r = coil("start", "B-002", "--address", address)        # A-001 never ended
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "cam0: coil A-001 ended (next_start; 0.36 m, 3 frames); coil B-002 started"
@@ -134,6 +137,8 @@ def test_coils_through_the_command(daemon):
     r = coil("end", "--address", address)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "cam0: coil B-002 ended (end; 0.24 m, 2 frames)"
+    r = coil("end", "B-002", "--address", address)          # a retry of that end
+    assert r.returncode == 0 and r.stdout.strip().endswith("(a repeated request: nothing changed)"), r.stderr
     source.allow(1)                                          # frame 7: between coils
     tap.wait_verdicts(8)
     r = coil("end", "--address", address)

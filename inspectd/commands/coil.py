@@ -145,6 +145,8 @@ def _describe(reply: dict[str, Any]) -> str:
                                         f" open: {started['frames']} frames so far"))
     if not parts:
         parts.append("no coil open")
+    if reply.get("repeated"):
+        parts[-1] += " (a repeated request: nothing changed)"
     return f"{camera}: " + "; ".join(parts)
 
 

@@ -201,18 +201,29 @@ class CoilDesk:
         self.sink = sink
         self.camera = camera
         self._lock = threading.Lock()     # a start's two events stay together
+        self._last_closed: dict[str, Any] | None = None
 
     def start(self, coil: str, width_mm: float | None = None, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         with self._lock:
+            current = self.tracker.current()
+            if current is not None and current["coil"] == check_coil_id(coil):
+                # A repeated start (a client that retried after a lost reply) changes nothing.
+                return {"ok": True, "camera": self.camera, "coil": current, "closed": None, "repeated": True}
             closed, started = self.tracker.start(coil, width_mm, meta)
             if closed is not None:
+                self._last_closed = closed
                 self.sink.publish_event("coil_end", closed)
             self.sink.publish_event("coil_start", started)
         return {"ok": True, "camera": self.camera, "coil": started, "closed": closed}
 
     def end(self, coil: str | None = None) -> dict[str, Any]:
         with self._lock:
+            last = self._last_closed
+            if coil is not None and self.tracker.current() is None and last is not None and last["coil"] == coil:
+                # A repeated end of the coil that was just ended (a retry) changes nothing.
+                return {"ok": True, "camera": self.camera, "coil": None, "closed": last, "repeated": True}
             closed = self.tracker.end(coil)
+            self._last_closed = closed
             self.sink.publish_event("coil_end", closed)
         return {"ok": True, "camera": self.camera, "coil": None, "closed": closed}
 
