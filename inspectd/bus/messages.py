@@ -63,6 +63,9 @@ UNINSPECTED_REASONS: dict[str, str] = {
     "camera_lost": "the camera skipped them (a gap in its frame ids): they never reached the host",
     "camera_silent": "the camera delivered nothing while the line moved: frame-lengths of strip "
                      "that passed unseen, from the line speed",
+    "corrupt": "the source could not deliver them whole: a truncated or damaged frame (a JPEG that "
+               "fails the structural check, a frame that does not decode to the stream's size), or "
+               "frames a recording that breaks off never delivered; never inspected as if whole",
     "shutdown": "the daemon stopped (SIGTERM, the end of a recording) before they were inspected",
     "error": "inspection failed (a model or runtime error) while they waited or were being inspected",
 }
