@@ -3,6 +3,7 @@ store's own writer, requested over HTTP; the browser tests are in test_web_brows
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 
@@ -63,6 +64,16 @@ def test_gallery_filters(demo_db):
         assert all(float(c.split("</b> ")[1].split()[0].split("<")[0]) >= 0.7 for c in captions)
         body = get(base + "/gallery?coil=C24-0417")[2].decode()
         assert 'href="/coil/map/C24-0417"' in body and "C24-0418" not in body.split('id="tiles"')[1]
+        # Time, as the form's datetime-local fields send it (local time): the last half hour holds
+        # only the coil running now; from an hour ahead, nothing.
+        fmt = "%Y-%m-%dT%H:%M"
+        recent = (dt.datetime.now() - dt.timedelta(minutes=30)).strftime(fmt)
+        tiles = get(base + f"/gallery?since={recent}")[2].decode().split('id="tiles"')[1]
+        assert "C24-0420" in tiles and "C24-0419" not in tiles and "C24-0418" not in tiles
+        ahead = (dt.datetime.now() + dt.timedelta(hours=1)).strftime(fmt)
+        assert "<figure" not in get(base + f"/gallery?since={ahead}")[2].decode()
+        tiles = get(base + f"/gallery?until={recent}&coil=C24-0418")[2].decode().split('id="tiles"')[1]
+        assert "C24-0418" in tiles
 
 
 def test_token_is_required_on_every_request_when_set(demo_db, tmp_path):
