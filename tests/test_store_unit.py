@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parents[1] / "systemd" / "inspectd-store.service"
+SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
+UNIT = SYSTEMD / "inspectd-store.service"
+UNITS = ["inspectd-store.service", "inspectd-web.service"]
 
 
-def _directives() -> dict[str, str]:
+def _directives(unit: Path = UNIT) -> dict[str, str]:
     out: dict[str, str] = {}
     section = ""
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -37,13 +39,23 @@ def test_unit_runs_the_store_and_stops_restarting_on_a_bad_database():
     assert d["Service.DynamicUser"] == "yes" and d["Service.ProtectSystem"] == "strict"
 
 
+def test_web_unit_reads_what_the_store_unit_writes():
+    store, web = _directives(), _directives(SYSTEMD / "inspectd-web.service")
+    # The same dynamic user and state directory: the web pages can read the store's file.
+    assert web["Service.User"] == store["Service.User"] and web["Service.StateDirectory"] == store["Service.StateDirectory"]
+    db = store["Service.ExecStart"].split(" --db ")[1].split()[0]
+    assert f" --db {db} " in web["Service.ExecStart"] and db in web["Service.ExecStartPre"]
+    assert " --host 127.0.0.1 " in web["Service.ExecStart"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_analyze_verify_and_security(tmp_path):
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_analyze_verify_and_security(tmp_path, name):
     exe = Path(sys.executable).with_name("inspectd")
     if not exe.exists():
         pytest.skip("the inspectd console script is not installed in this environment")
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace("/opt/inspectd/bin/inspectd", str(exe)))
+    unit = tmp_path / name
+    unit.write_text((SYSTEMD / name).read_text().replace("/opt/inspectd/bin/inspectd", str(exe)))
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
     r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
