@@ -58,6 +58,41 @@ class Collect:
             self.metas.append(meta)
 
 
+# -- the hand-over of buffers (the ring's side, in one process) ---------------------------
+def _meta_frame(i: int):
+    from inspectd.runtime.camera_process import _placeholder
+    from inspectd.runtime.frame import Frame
+    return Frame(index=i, image=_placeholder((2, 2)), camera="c", capture_ns=i, capture_wall_ns=i)
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_swap_in_hands_buffers_over_without_a_copy(policy):
+    import numpy as np
+
+    from inspectd.runtime.ringbuffer import RingBuffer
+
+    store = np.zeros((4, 2, 2), np.uint8)            # 2 slots + 2 buffers of the producer
+    dropped = Collect()
+    ring = RingBuffer(2, policy, dropped, store=store)
+    mine = [2, 3]
+    for i in range(4):                               # 2 more frames than slots, nobody consuming
+        buf = mine.pop(0)
+        store[buf] = 10 + i                          # "the camera's pixels"
+        mine.append(ring.swap_in(_meta_frame(i), buf))
+    kept = [ring.get(timeout=0) for _ in range(2)]
+    assert ring.get(timeout=0) is None
+    want = [2, 3] if policy == "drop_oldest" else [0, 1]
+    assert [f.index for f in kept] == want and [int(f.image[0, 0]) for f in kept] == [10 + i for i in want]
+    assert [m.index for m in dropped.metas] == ([0, 1] if policy == "drop_oldest" else [2, 3])
+    # Every buffer is owned by exactly one side.
+    in_ring = {b for f in kept for b in range(4) if np.shares_memory(f.image, store[b])}
+    assert in_ring.isdisjoint(mine) and len(in_ring | set(mine)) == 4
+    for f in kept:
+        ring.release(f)
+    c = ring.counters()
+    assert c.captured == 4 == c.inspected + c.dropped
+
+
 # -- the shared-memory ring, fed by a real child process ----------------------------------
 @pytest.mark.parametrize("policy", list(OverflowPolicy))
 def test_shared_ring_policies_and_books(policy):

@@ -17,14 +17,17 @@ Design (one copy, the same ring, the same books):
 - The child (``_child_main``, started with ``spawn``: the parent has model and ZeroMQ
   threads, which ``fork`` would copy half-way) opens and configures the camera with
   ``GenICamSource``; an error there comes back as the same one-line ``InspectdError`` with
-  its exit status. It then fetches buffers; for each it asks the parent for a slot, copies
-  the pixels from the camera buffer straight into that slot of the shared memory (the one
-  copy), queues the buffer back, and says so.
-- The parent's ``RingBuffer`` keeps its slots in that shared memory and does all the
-  bookkeeping: ``CameraAcquisition`` (a thread, the child's counterpart) picks the slot with
-  ``ring.reserve`` (the overflow policy, exactly as ``put``: drop_oldest, drop_newest, block
-  -- which keeps the child waiting with the buffer, so the camera skips frames as before),
-  then ``commit``. Counters, accounting identity and ``on_drop`` reports are the ring's own.
+  its exit status. It then fetches buffers and copies each camera buffer's pixels straight
+  into a buffer of the shared memory that it owns (the one copy), queues the camera buffer
+  back and hands the frame over; it goes on with its next buffer at once.
+- The parent's ``RingBuffer`` keeps its slots in that shared memory (plus the child's
+  ``_HANDOVER_BUFFERS``) and does all the bookkeeping: ``CameraAcquisition`` (a thread, the
+  child's counterpart) takes each frame in with ``ring.swap_in`` -- the overflow policy,
+  exactly as ``put``: drop_oldest, drop_newest, block -- and gives the child a buffer back:
+  a free or evicted slot, or the frame's own buffer if the frame was dropped. Only a child
+  left without buffers waits (``block``, or a parent far behind): the camera's own buffers
+  then fill and it skips frames, as before. Counters, accounting identity and ``on_drop``
+  reports are the ring's own.
   Frame indices, camera frame-id gaps (``camera_lost``) are tracked in the parent, so they
   run on across restarts of the child.
 - The child dies with the parent: ``PR_SET_PDEATHSIG`` (SIGTERM) where the parent's main
@@ -75,12 +78,13 @@ EXIT_FAILURE, EXIT_CONFIG = 1, 78      # exit statuses (inspectd.errors): run-ti
 
 # Longest wait for the child to open the camera (spawn, imports, producer, configuration).
 _OPEN_TIMEOUT_S = 60.0
-# Longest wait for the child to copy a frame into its slot: far more than a copy takes.
-_WRITE_TIMEOUT_S = 5.0
 # After "stop", how long the child may take to release the camera before it is killed.
 _STOP_TIMEOUT_S = 5.0
 # How often the parent's thread looks at stop and silence while no message comes.
 _POLL_S = 0.05
+# Buffers the acquisition process owns besides the ring's slots: it fills one, hands it over and
+# goes on with the next while the parent's thread (which needs the GIL) takes the frame in.
+_HANDOVER_BUFFERS = 4
 # Before the very first frame, silence counts only after this much more.
 _FIRST_FRAME_GRACE_NS = 2_000_000_000
 # A child stopped by SIGTERM: how long to wait for the parent's own stop (systemd signals both).
@@ -121,7 +125,8 @@ def _child_main(fd: int) -> None:
     from inspectd.runtime.sources.genicam import GenICamSource
 
     try:
-        src = GenICamSource(cfg, camera, channels)
+        # Nothing else runs here: fetch() may wait in the driver for long (no 1 ms polling).
+        src = GenICamSource(cfg, camera, channels, driver_wait_ms=max(1, min(100, int(cfg.fetch_timeout_s * 500))))
     except InspectdError as exc:
         conn.send(("error", str(exc), exc.exit_code))
         return
@@ -144,12 +149,12 @@ def _child_main(fd: int) -> None:
         if msg[0] != "start":
             conn.send(("stopped", "stop"))
             return
-        _, shm_name, shape = msg
+        _, shm_name, shape, buffers = msg
         # The segment by its file, not SharedMemory(name=...): that would register it with a
         # resource tracker of this process, which unlinks it when this process ends.
         shm = _map_shared(shm_name, int(np.prod(shape)))
         store = np.ndarray(tuple(shape), np.uint8, buffer=shm)
-        _acquire(conn, src, store, stop, parent_pid)
+        _acquire(conn, src, store, stop, parent_pid, list(buffers))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass                                        # the parent is gone: release the camera, exit
     except InspectdError as exc:
@@ -199,7 +204,11 @@ def _command(conn: Connection, src: Any, msg: tuple) -> bool:
     return True
 
 
-def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Event, parent_pid: int) -> None:
+def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Event, parent_pid: int,
+             free: list[int]) -> None:
+    """Fetch, copy into a buffer we own, hand it over; the parent answers each with a buffer
+    back (an int). Only with none left do we wait for the parent (policy ``block``, or a
+    parent that is behind): the camera's own buffers then fill and it skips frames."""
     from inspectd.runtime.sources.base import FrameTimeout
 
     src.start()
@@ -208,29 +217,28 @@ def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Even
         if stop.is_set() or os.getppid() != parent_pid:
             conn.send(("stopped", "signal"))
             return
-        while conn.poll():
-            if not _command(conn, src, conn.recv()):
+        while conn.poll(0 if free else 0.2):
+            msg = conn.recv()
+            if isinstance(msg, int):
+                free.append(msg)
+            elif not _command(conn, src, msg):
                 return
+        if not free:
+            continue
         try:
             grab = src.grab()
         except FrameTimeout:
             conn.send(("timeout",))
             continue
-        with grab:     # the camera buffer goes back to the producer on leaving, whatever happens
-            conn.send(("frame", grab.index, grab.camera_frame_id, grab.camera_timestamp_ns,
-                       grab.capture_ns, grab.capture_wall_ns))
-            slot = conn.recv()
-            while isinstance(slot, tuple):      # a command crossed our request
-                if not _command(conn, src, slot):
-                    return
-                slot = conn.recv()
-            if slot >= 0:
-                ok = False
-                try:
-                    grab.copy_into(store[slot])
-                    ok = True
-                finally:
-                    conn.send(("written", ok))
+        buffer = free.pop()
+        try:
+            with grab:     # the camera buffer goes back to the producer on leaving, whatever happens
+                grab.copy_into(store[buffer])
+        except BaseException:
+            free.append(buffer)
+            raise
+        conn.send(("frame", buffer, grab.index, grab.camera_frame_id, grab.camera_timestamp_ns,
+                   grab.capture_ns, grab.capture_wall_ns))
 
 
 def _child_env() -> dict[str, str]:
@@ -289,6 +297,7 @@ class CameraProcess:
         self._log = (resolve_format(log_format), log_level)   # type: ignore[arg-type]
         self._shm: SharedMemory | None = None
         self._unlinked = False
+        self.producer_buffers: set[int] = set()
         self._commands: list[str] = []
         self._lock = threading.Lock()
         self.child: _Child | None = None
@@ -350,8 +359,9 @@ class CameraProcess:
         self._commands.append(node)
 
     def send_start(self) -> None:
+        """Start the child's acquisition with the buffers the producer side owns now."""
         assert self.child is not None and self._shm is not None
-        self.child.conn.send(("start", self._shm.name, list(self._store_shape)))
+        self.child.conn.send(("start", self._shm.name, list(self._store_shape), sorted(self.producer_buffers)))
 
     def kill(self, timeout_s: float = _STOP_TIMEOUT_S) -> int | None:
         """Ask the child to stop (it releases the camera), wait, kill it if it does not; its exit status."""
@@ -386,7 +396,8 @@ class CameraProcess:
     # -- the ring and the thread --------------------------------------------------------
     def ring(self, cfg: RingConfig, on_drop: Callable[[FrameMeta], None] | None = None) -> RingBuffer:
         """The ring buffer whose slots are shared with the child."""
-        shape = (cfg.slots, *self.frame_shape)
+        # The ring's slots, and the buffers the child fills before handing them over.
+        shape = (cfg.slots + _HANDOVER_BUFFERS, *self.frame_shape)
         size = int(np.prod(shape))
         if self._shm is not None:
             raise RuntimeError("ring() called twice")
@@ -402,6 +413,7 @@ class CameraProcess:
                 f"{size / 2**20:.0f} MiB of shared memory, /dev/shm has {free / 2**20:.0f} MiB free", EXIT_CONFIG)
         self._shm = SharedMemory(create=True, size=size)
         self._store_shape = shape
+        self.producer_buffers = set(range(cfg.slots, shape[0]))
         store = np.ndarray(shape, np.uint8, buffer=self._shm.buf)
         store.fill(0)      # touch every page now
         return RingBuffer.from_config(cfg, on_drop, store=store)
@@ -549,7 +561,7 @@ class CameraAcquisition(threading.Thread):
             if self._silent_since_ns is None:
                 self._covered_ns = max(self._covered_ns, now)
 
-    def _frame(self, child: _Child, cindex: int, fid: int | None, ts: int | None,
+    def _frame(self, child: _Child, buffer: int, cindex: int, fid: int | None, ts: int | None,
                capture_ns: int, wall_ns: int) -> None:
         index = cindex + self._base
         if index <= self._last_index:
@@ -566,30 +578,17 @@ class CameraAcquisition(threading.Thread):
                       strip_position_m=src.position(index) if src.position else None)
         if self.on_frame is not None:
             self.on_frame(frame)
-        slot = self.ring.reserve(frame, cancel=self.stop_event)
-        child.conn.send(-1 if slot is None else slot)
-        kept = False
-        if slot is not None:
-            try:
-                if not child.conn.poll(_WRITE_TIMEOUT_S):
-                    raise EOFError
-                reply = child.conn.recv()
-            except (EOFError, OSError):
-                self.ring.abort(slot, frame)
-                self._down(child, "the acquisition process stopped while copying a frame")
-                return
-            kept = reply[0] == "written" and bool(reply[1])
-            if kept:
-                self.ring.commit(slot, frame)
-            else:
-                self.ring.abort(slot, frame)
-            if reply[0] != "written":
-                self._handle(child, reply)       # "failed" (the copy raised) or "stopped"
-                return
+        back = self.ring.swap_in(frame, buffer, cancel=self.stop_event)
+        src.producer_buffers.discard(buffer)
+        src.producer_buffers.add(back)
+        try:
+            child.conn.send(back)
+        except OSError:
+            self._down(child, "the acquisition process ended (it took no buffer back)")
         now = time.monotonic_ns()
         with self._lock:
             self._read += 1
-            self._put += kept
+            self._put += back != buffer
             self._last_frame_ns = capture_ns
             self._last_seen_ns = now
             self._covered_ns = max(self._covered_ns, capture_ns)

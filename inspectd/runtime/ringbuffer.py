@@ -17,10 +17,12 @@ overflow victims, the frames released with ``inspected=False`` and the frames di
 by ``close(drop_queued=True)``.
 
 The slots may live in memory another process writes (``store=``, a shared-memory array:
-``runtime.camera_process``). Its producer then puts in two phases: ``reserve`` (the overflow
-policy picks the slot, exactly as in ``put``), the other process copies the pixels into
-``slot_view(slot)``, then ``commit`` (or ``abort`` if the copy never happened). ``put`` is
-the same three steps in one call, with the copy done here.
+``runtime.camera_process``). That store may hold more buffers than ``slots``: the extra ones
+belong to the producer, which fills one and hands it over with ``swap_in``; the overflow
+policy decides exactly as in ``put``, and the producer gets back a free (or evicted) buffer
+in exchange, or its own if the frame was dropped. No copy in the ring, and the producer never
+waits for the consumer's side unless the policy is ``block``. ``reserve``/``commit``/``abort``
+are ``put`` in three steps (a copy into ``slot_view(slot)`` in between).
 """
 from __future__ import annotations
 
@@ -159,8 +161,8 @@ class RingBuffer:
         self._dropped_overflow = self._dropped_released = self._dropped_discarded = 0
         self._max_queued = 0
         if store is not None:
-            if store.shape[0] != self.slots:
-                raise InspectdError(f"ring buffer: a store of {store.shape[0]} slots for {self.slots} slots")
+            if store.shape[0] < self.slots:
+                raise InspectdError(f"ring buffer: a store of {store.shape[0]} buffers for {self.slots} slots")
             self._store = store          # preallocated by its owner (shared memory), not copied
         elif shape is not None:
             self._allocate(tuple(shape), np.dtype(dtype))
@@ -242,6 +244,18 @@ class RingBuffer:
             else:
                 self._writing += 1
         self._report(victims)
+        return slot
+
+    def swap_in(self, frame: Frame, buffer: int, timeout: float | None = None,
+                cancel: threading.Event | None = None) -> int:
+        """A frame the producer wrote into ``buffer`` (one of the store's buffers it owns):
+        kept or dropped by the overflow policy as in ``put``. Returns the buffer the producer
+        owns from now on: a free or evicted slot if the frame was kept (``buffer`` holds it in
+        the ring), ``buffer`` itself if the frame was dropped (counted and reported here)."""
+        slot = self.reserve(frame, timeout, cancel)
+        if slot is None:
+            return buffer
+        self.commit(buffer, frame)
         return slot
 
     def slot_view(self, slot: int) -> np.ndarray:

@@ -245,8 +245,12 @@ class GenICamSource:
     live = True
 
     def __init__(self, cfg: GenICamConfig, camera: str, channels: int = 1,
-                 position: PositionFn | None = None) -> None:
+                 position: PositionFn | None = None, driver_wait_ms: int | None = None) -> None:
         self.cfg = cfg
+        # harvesters' fetch() waits in C for at most this long per call, holding the GIL
+        # (issue #508): 1 ms (harvesters' default) in a process with other threads; longer only
+        # where nothing else runs (runtime.camera_process), which saves the polling.
+        self._driver_wait_ms = driver_wait_ms
         self.camera = camera
         self.channels = channels
         self.position = position
@@ -270,8 +274,13 @@ class GenICamSource:
 
     def _open(self, row: DeviceRow) -> "ImageAcquirer":
         assert self._h is not None
+        from harvesters.core import ParameterKey, ParameterSet
+
+        params = {ParameterKey.ENABLE_AUTO_CHUNK_DATA_UPDATE: False}   # no chunk data used: 0.5 ms a frame
+        if self._driver_wait_ms is not None:
+            params[ParameterKey.TIMEOUT_PERIOD_ON_UPDATE_EVENT_DATA_CALL] = int(self._driver_wait_ms)
         try:
-            ia = self._h.create(self._h.device_info_list[row.index])
+            ia = self._h.create(self._h.device_info_list[row.index], config=ParameterSet(params))
         except Exception as exc:   # noqa: BLE001 - GenTL exceptions
             reason = "in use by another program" if "ResourceInUse" in type(exc).__name__ else _short(exc)
             raise InspectdError(f"{self.where}: cannot open {row.label()}: {reason}") from None
