@@ -143,6 +143,10 @@ def test_coil_map_draws_every_defect_and_a_click_shows_its_crop(site, browser):
     browser.execute_script("document.querySelector('#legend input[data-class=\"scratches\"]').click()")
     assert browser.execute_script("return window.inspectdMap.hidden()") == ["scratches"]
     browser.execute_script("document.querySelector('#legend input[data-class=\"scratches\"]').click()")
+    # ... and so does a camera (top and bottom surface).
+    browser.execute_script("document.querySelector('#legend input[data-camera=\"bottom\"]').click()")
+    assert browser.execute_script("return window.inspectdMap.hidden()") == ["camera bottom"]
+    browser.execute_script("document.querySelector('#legend input[data-camera=\"bottom\"]').click()")
     shot(browser, "coil-map")
 
 

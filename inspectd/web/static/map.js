@@ -83,8 +83,16 @@ function draw() {
   ).join("") + `<span><span class="dot" style="background:#c62828;border-radius:0"></span>reject frame</span>` +
     `<span><span class="dot" style="background:#9aa3ad;border-radius:0"></span>uninspected</span>` +
     `<span><span class="dot" style="background:#fff;border:1.5px solid #000"></span>rejecting defect</span>`;
+  // Several cameras (top and bottom surface): each can be shown alone.
+  const cameras = [...new Set(data.defects.map((d) => d[F.camera]))].sort();
+  if (cameras.length > 1) {
+    legend.insertAdjacentHTML("beforeend", cameras.map((c) =>
+      `<label><input type="checkbox" checked data-camera="${esc(c)}">camera ${esc(c)}</label>`).join(""));
+  }
   legend.addEventListener("change", (e) => {
-    if (e.target.checked) hidden.delete(e.target.dataset.class); else hidden.add(e.target.dataset.class);
+    const set = e.target.dataset.camera !== undefined ? hiddenCameras : hidden;
+    const key = e.target.dataset.camera ?? e.target.dataset.class;
+    if (e.target.checked) set.delete(key); else set.add(key);
     paint();
   });
   svg.addEventListener("click", (e) => {
@@ -95,7 +103,9 @@ function draw() {
 }
 
 const marks = [];
-const hidden = new Set();
+const hidden = new Set();            // classes not shown
+const hiddenCameras = new Set();
+const shown = (d) => !hidden.has(d[F["class"]]) && !hiddenCameras.has(d[F.camera]);
 
 function paint() {
   const canvas = document.getElementById("marks");
@@ -106,7 +116,7 @@ function paint() {
   g.globalAlpha = 0.75;
   for (const m of marks) {
     const cls = m.d[F["class"]];
-    if (hidden.has(cls)) continue;
+    if (!shown(m.d)) continue;
     g.beginPath();
     g.arc(m.x, m.y, m.r, 0, 2 * Math.PI);
     g.fillStyle = data.colours[cls] || "#f0c000";
@@ -118,7 +128,7 @@ function paint() {
 function nearest(x, y) {
   let best = -1, bestD = Infinity;
   marks.forEach((m, i) => {
-    if (hidden.has(m.d[F["class"]])) return;
+    if (!shown(m.d)) return;
     const dd = Math.hypot(m.x - x, m.y - y);
     if (dd <= m.r + 3 && dd < bestD) { best = i; bestD = dd; }
   });
@@ -146,7 +156,7 @@ draw();
 // For the browser tests: how many marks, when drawn, and where mark i is on the screen.
 window.inspectdMap = {
   marks: marks.length, drawnMs: performance.now(),
-  hidden: () => [...hidden],
+  hidden: () => [...hidden, ...[...hiddenCameras].map((c) => "camera " + c)],
   at: (i) => { const r = document.getElementById("coilsvg").getBoundingClientRect(); return [r.left + marks[i].x, r.top + marks[i].y]; },
 };
 requestAnimationFrame(() => requestAnimationFrame(() => { window.inspectdMap.paintedMs = performance.now(); }));
