@@ -223,3 +223,19 @@ def test_retention_by_size_takes_crops_first_then_the_oldest_rows(db_url):
         assert db.query("SELECT min(received_wall_ns) FROM verdicts")[0][0] > now - 10 * 10**9
     finally:
         db.close()
+
+
+def test_docs_list_every_table(tmp_path):
+    """docs/store.md's table of tables is the schema's (checked against a migrated database)."""
+    import re
+    from pathlib import Path
+
+    db = connect(str(tmp_path / "s.db"))
+    try:
+        migrate(db)
+        tables = {r[0] for r in db.query("SELECT name FROM sqlite_master WHERE type = 'table'")} - {"schema_version"}
+    finally:
+        db.close()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
+    section = doc.split("## What is stored")[1].split("\n## ")[0]
+    assert set(re.findall(r"^\| `(\w+)` \|", section, re.M)) == tables
