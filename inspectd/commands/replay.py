@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = Pipeline(
             cfg, realtime=args.realtime, tap=_taps(tap, console.tap if console.show != "none" else None),
             annotate_path=args.annotate, on_tick=console.progress if interactive else None,
-            source=checked.source, backend=checked.backend, coil=args.coil,
+            source=checked.source, backend=checked.backend, self_test=not checked.self_tested, coil=args.coil,
         )
         if tap is not None:
             def out_failed(exc: BaseException) -> None:

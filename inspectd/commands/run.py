@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from inspectd.commands.options import apply_common_overrides, given_options
     from inspectd.config import load_config
-    from inspectd.errors import ConfigError, InspectdError, RunError
+    from inspectd.errors import EXIT_CONFIG, ConfigError, InspectdError, RunError
     from inspectd.logging_setup import configure_logging
     from inspectd.runtime.preflight import preflight
 
@@ -54,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         # A recording (kind video/folder) is paced at its frame rate, like the camera it stands in for.
-        pipeline = Pipeline(cfg, realtime=None, source=checked.source, backend=checked.backend)
-    except (ConfigError, RunError):
-        raise
+        pipeline = Pipeline(cfg, realtime=None, source=checked.source, backend=checked.backend,
+                            self_test=not checked.self_tested)
     except InspectdError as exc:
+        if isinstance(exc, (ConfigError, RunError)) or exc.exit_code == EXIT_CONFIG:
+            raise                              # the camera's own frame size: the ring, the self-test
         # Left after the checks: opening the camera, binding the socket. A restart may cure those.
         raise RunError(str(exc)) from None
     result = pipeline.run()

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import structlog
 
 from inspectd.config import DaemonConfig
-from inspectd.errors import EXIT_FAILURE, ConfigError, InspectdError
+from inspectd.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.notify import Notifier
 from inspectd.runtime.verdict import Verdict
@@ -650,7 +650,8 @@ class Pipeline:
         if error is not None:
             # At run time only a configuration error found late (a ring too big for memory
             # once the camera's frame size is known) is 78; everything else is a failure (1).
-            code = error.exit_code if isinstance(error, ConfigError) else EXIT_FAILURE
+            code = EXIT_CONFIG if isinstance(error, ConfigError) or getattr(error, "exit_code", None) == EXIT_CONFIG \
+                else EXIT_FAILURE
         elif not ok:
             code = 1
         return PipelineResult(exit_code=code, reason="error" if error else reason, counters=final, error=error)

@@ -9,7 +9,8 @@ that passes ``check-config`` does not fail at start for a reason it could have f
 - the model: the backend is built as ``run`` builds it (metadata read, weights loaded and
   matched against it, the device there: ``device: cuda`` without a GPU fails here);
 - the model against the config: its classes against the merge rules, its input size against
-  ``inference.tile_overlap_px``;
+  ``inference.tile_overlap_px``; the start-up self-test (``runtime.selftest``: a known frame
+  through the whole stage, which catches NaN weights and a runtime that miscomputes);
 - sizes against memory: ``ring.slots`` (and a camera's buffers) times the frame size;
 - the bus's CurveZMQ keys.
 
@@ -45,6 +46,7 @@ class Preflight:
     source: "Source | None"                    # an opened recording; None for a camera (not opened)
     frame_shape: tuple[int, ...] | None        # None: a camera that keeps its own size
     report: list[str] = field(default_factory=list)
+    self_tested: bool = False                  # the self-test ran at the frame size the source delivers
 
     def close(self) -> None:
         for obj, method in ((self.source, "stop"), (self.backend, "close")):
@@ -94,6 +96,7 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
         with blame.on("source.path" if cfg.source.kind != "genicam" else "source.genicam.cti"):
             source, shape, line = _check_source(cfg)
         report.append(f"source: {line}")
+        ring_line = _check_memory(cfg, shape, blame)     # before anything big is loaded or run
         with blame.on("inference.model"):
             from inspectd.backends import create_backend
             backend = create_backend(cfg.inference)
@@ -108,9 +111,12 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
         with blame.on("inference.tile_overlap_px"):
             from inspectd.runtime.inference import check_tile_overlap
             th, tw = check_tile_overlap(cfg.inference, backend.input_size)
+        with blame.on("inference.model"):
+            found, tested_shape = _self_test(cfg, backend, shape, (th, tw))
         report.append(f"model: {cfg.inference.model or '(the shipped model)'} on {getattr(backend, 'name', '?')}, "
-                      f"{th}x{tw} tiles, classes {', '.join(class_names) or 'unknown'}")
-        report.append(_check_memory(cfg, shape, blame))
+                      f"{th}x{tw} tiles, classes {', '.join(class_names) or 'unknown'}; self-test passed "
+                      f"({found.get('defects', 0)} defects on its test frame)")
+        report.append(ring_line)
         with blame.on("bus.curve"):
             report.append(f"publish: {_check_bus(cfg)}")
         with blame.on("alarms.periodic.classes"):
@@ -127,7 +133,31 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     pass
         raise
-    return Preflight(backend=backend, source=source, frame_shape=shape, report=report)
+    return Preflight(backend=backend, source=source, frame_shape=shape, report=report,
+                     self_tested=tested_shape == shape)
+
+
+def _self_test(cfg: "DaemonConfig", backend: "Backend", shape: tuple[int, ...] | None,
+               tile: tuple[int, int]) -> tuple[dict, tuple[int, ...]]:
+    """The start-up self-test of ``inspectd.runtime.selftest`` (a known frame through the whole
+    stage): at the source's frame size, or one tile's for a camera that keeps its own size."""
+    import structlog
+
+    from inspectd.runtime.inference import InferenceStage
+    from inspectd.runtime.selftest import run_self_test
+
+    if shape is None:
+        shape = tile if cfg.source.channels == 1 else (*tile, 3)
+    stage = InferenceStage(backend, cfg.inference, cfg.merge)
+    try:
+        name = getattr(backend, "name", type(backend).__name__)
+        precision = getattr(backend, "precision", None)
+        found = run_self_test(stage, tuple(shape), f"model {cfg.inference.model or '(the shipped model)'} on "
+                                                   f"{name}{f' {precision}' if precision else ''}")
+    finally:
+        stage.close_model()                     # the model thread; the backend goes on to the pipeline
+    structlog.get_logger("inspectd.preflight").info("self_test_passed", backend=name, **found)
+    return found, tuple(shape)
 
 
 def _check_source(cfg: "DaemonConfig") -> tuple[Any, tuple[int, ...] | None, str]:
