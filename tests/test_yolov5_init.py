@@ -246,6 +246,22 @@ def test_bad_files_fail_with_one_line(tmp_path, fake):
         assert expected[name] in str(exc.value) and "\n" not in str(exc.value), (name, str(exc.value))
 
 
+def test_hostile_structures_fail_with_one_line(tmp_path, fake):
+    path, _ = fake
+    # A module tree that contains itself (pickle keeps cycles).
+    model = yolov5_layout.build()
+    model.model._modules["loop"] = model.model
+    cyclic = yolov5_layout.save(model, tmp_path / "cyclic.pt", half=False)
+    # Tensor records compressed (torch never does; a compressed record could expand without bound).
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for n in src.namelist():
+            dst.writestr(n, src.read(n))
+    for p, expected in ((cyclic, "contains itself"), (tmp_path / "deflated.pt", "compressed")):
+        with pytest.raises(InspectdError) as exc:
+            initialise(build_model(load_preset("n")), p)
+        assert expected in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
 def test_inspectd_checkpoints_still_start_a_run(tmp_path):
     from inspectd.model.checkpoint import save_checkpoint
     torch.manual_seed(3)

@@ -122,7 +122,7 @@ def build(width: float = 0.25, depth: float = 0.33, nc: int = 80, layer9: type =
     return model.eval()
 
 
-def save(model: Model, path: str | Path, ema: Model | None = None) -> Path:
+def save(model: Model, path: str | Path, ema: Model | None = None, half: bool = True) -> Path:
     """torch.save it the way YOLOv5's training code does (half precision, a dict of entries)."""
     path = Path(path)
     saved = {}
@@ -136,8 +136,12 @@ def save(model: Model, path: str | Path, ema: Model | None = None) -> Path:
         for cls in _YOLO:
             cls.__module__ = "models.yolo"
             setattr(sys.modules["models.yolo"], cls.__name__, cls)
-        torch.save({"epoch": -1, "best_fitness": None, "model": model.half(),
-                    "ema": ema.half() if ema is not None else None, "updates": None,
+        if half:
+            model.half()
+            if ema is not None:
+                ema.half()
+        torch.save({"epoch": -1, "best_fitness": None, "model": model,
+                    "ema": ema, "updates": None,
                     "optimizer": None, "wandb_id": None, "date": "2022-02-08T18:24:20"}, path)
     finally:
         for cls in _COMMON + _YOLO:
@@ -147,7 +151,8 @@ def save(model: Model, path: str | Path, ema: Model | None = None) -> Path:
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = mod
-    model.float()
-    if ema is not None:
-        ema.float()
+    if half:
+        model.float()
+        if ema is not None:
+            ema.float()
     return path

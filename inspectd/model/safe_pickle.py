@@ -31,6 +31,7 @@ _STORAGE_DTYPES = {
     "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
     "BoolStorage": torch.bool,
 }
+MAX_PICKLE_BYTES = 64 << 20
 # Modules whose classes may appear, as stand-ins only (never imported).
 _STAND_IN_PREFIXES = ("models.", "torch.nn.modules.")
 
@@ -127,10 +128,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return self._storages[key]
         record = f"{self._prefix}data/{key}"
         try:
-            raw = self._archive.read(record)
+            info = self._archive.getinfo(record)
         except KeyError:
             raise _Refused(f"tensor data {record} is missing from the archive") from None
         itemsize = torch.empty((), dtype=stype.dtype).element_size()
+        # torch.save stores records uncompressed; a compressed one could expand without bound.
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > numel * itemsize + 64:
+            raise _Refused(f"tensor data {record} is compressed or larger than its tensor (not as torch writes it)")
+        raw = self._archive.read(record)
         if len(raw) < numel * itemsize:
             raise _Refused(f"tensor data {record} is truncated ({len(raw)} bytes, {numel * itemsize} expected)")
         flat = torch.frombuffer(bytearray(raw[:numel * itemsize]), dtype=stype.dtype) if numel else \
@@ -163,12 +168,15 @@ def load_torch_zip(path: str | Path) -> Any:
         if len(pkls) != 1:
             raise InspectdError(f"checkpoint {path} is a zip file but not a torch checkpoint (no data.pkl)")
         prefix = pkls[0][: -len("data.pkl")]
+        if archive.getinfo(pkls[0]).file_size > MAX_PICKLE_BYTES:
+            raise InspectdError(f"checkpoint {path}: its data.pkl is over {MAX_PICKLE_BYTES >> 20} MiB "
+                                "(a YOLOv5 model's is well under 1 MiB)")
         try:
             with archive.open(pkls[0]) as f:
                 return _RestrictedUnpickler(f, archive, prefix).load()
         except _Refused as exc:
             raise InspectdError(f"checkpoint {path} refused: {exc}") from None
         except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
-                AttributeError, IndexError, KeyError, OSError) as exc:
+                AttributeError, IndexError, KeyError, OSError, RecursionError, MemoryError) as exc:
             raise InspectdError(f"checkpoint {path} is damaged or truncated "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -69,11 +69,13 @@ class YoloV5Checkpoint:
 
     @property
     def depth_multiple(self) -> float:
-        return float(self.yaml.get("depth_multiple", float("nan")))
+        v = self.yaml.get("depth_multiple")
+        return float(v) if isinstance(v, (int, float)) else float("nan")
 
     @property
     def width_multiple(self) -> float:
-        return float(self.yaml.get("width_multiple", float("nan")))
+        v = self.yaml.get("width_multiple")
+        return float(v) if isinstance(v, (int, float)) else float("nan")
 
     @property
     def preset(self) -> str:
@@ -96,8 +98,13 @@ def is_torch_zip(path: str | Path) -> bool:
         return False
 
 
-def _module_state(obj: Any, prefix: str, out: dict[str, torch.Tensor], where: str) -> None:
+def _module_state(obj: Any, prefix: str, out: dict[str, torch.Tensor], where: str,
+                  seen: set[int] | None = None) -> None:
     """Walk a stand-in nn.Module tree the way ``state_dict()`` does."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or prefix.count(".") > 32:
+        raise InspectdError(f"{where}: module {prefix.rstrip('.')} contains itself or nests too deep")
+    seen.add(id(obj))
     d = obj.__dict__
     skip = d.get("_non_persistent_buffers_set") or set()
     for attr in ("_parameters", "_buffers"):
@@ -105,6 +112,8 @@ def _module_state(obj: Any, prefix: str, out: dict[str, torch.Tensor], where: st
         if not isinstance(items, dict):
             raise InspectdError(f"{where}: {prefix or 'model'} is not a module ({attr} missing)")
         for k, v in items.items():
+            if not isinstance(k, str):
+                raise InspectdError(f"{where}: {prefix or 'model'} has a {attr} key that is not a name")
             if v is None or (attr == "_buffers" and k in skip):
                 continue
             if not isinstance(v, torch.Tensor):
@@ -116,9 +125,9 @@ def _module_state(obj: Any, prefix: str, out: dict[str, torch.Tensor], where: st
     for k, m in modules.items():
         if m is None:
             continue
-        if not isinstance(m, StandIn):
+        if not isinstance(k, str) or not isinstance(m, StandIn):
             raise InspectdError(f"{where}: {prefix}{k} is not a module")
-        _module_state(m, f"{prefix}{k}.", out, where)
+        _module_state(m, f"{prefix}{k}.", out, where, seen)
 
 
 def read_yolov5(path: str | Path) -> YoloV5Checkpoint:
@@ -158,6 +167,8 @@ def check_compatible(ck: YoloV5Checkpoint, cfg: ModelConfig) -> None:
                                     f"has {want} (another architecture or YOLOv5 version)")
         raise InspectdError(f"{where}: {len(ck.layer_types)} layers, the YOLOv5 v6 layout inspectd maps "
                             f"has {len(V6_LAYERS)} (another architecture, e.g. a P6 model)")
+    if not all(isinstance(ck.yaml.get(k), (int, float)) for k in ("depth_multiple", "width_multiple")):
+        raise InspectdError(f"{where}: its yaml has no numeric depth_multiple/width_multiple")
     want = (round(cfg.depth_multiple, 2), round(cfg.width_multiple, 2))
     got = (round(ck.depth_multiple, 2), round(ck.width_multiple, 2))
     if got != want:
