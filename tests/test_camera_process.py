@@ -318,12 +318,13 @@ def test_silence_without_reconnection_stops_the_watchdog(tmp_path):
     t, result = run_in_thread(pipe)
     try:
         assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+        assert lst.wait_for(lambda ms: any("WATCHDOG" in m for m in ms), 5)     # fed while frames flow
         pipe.source.execute("AcquisitionStop")
         assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
         time.sleep(0.5)
-        pings = sum("WATCHDOG=1" in m for m in lst.messages)
+        pings = sum("WATCHDOG" in m for m in lst.messages)
         time.sleep(1.5)                                  # several watchdog intervals, silent
-        assert sum("WATCHDOG=1" in m for m in lst.messages) == pings
+        assert sum("WATCHDOG" in m for m in lst.messages) == pings
         assert any(m["reason"] == "camera_silent" for m in tap.kind("uninspected"))
     finally:
         pipe.request_stop()
@@ -409,3 +410,31 @@ def test_harvesters_tracebacks_reach_the_log_as_one_line():
     rec = json.loads(lines[0])
     assert rec["level"] == "error" and "GC_ERR_INVALID_HANDLE" in rec["event"] and "Traceback" not in lines[0]
     assert not logging.getLogger("harvesters.core").handlers
+
+
+def test_reconnecting_a_silent_camera_feeds_the_watchdog(tmp_path):
+    """Reconnecting is work, not a hang: with the default watchdog_when_idle (false) the pings
+    go on while a silent camera is being reconnected, so systemd does not kill the service
+    half-way through."""
+    cfg = _silent_cfg(reconnect_after_s=2.0, reconnect_attempts=1)
+    lst = NotifyListener(path=str(tmp_path / "notify.sock"))
+    env = lst.env(watchdog_usec=400_000)
+    env["WATCHDOG_PID"] = str(os.getpid())
+    tap = Tap()
+    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False,
+                    notifier=Notifier(environ=env))
+    t, result = run_in_thread(pipe)
+    try:
+        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+        pipe.source.execute("AcquisitionStop")
+        assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
+        inspected = len(tap.kind("verdict"))
+        pings = sum("WATCHDOG" in m for m in lst.messages)
+        time.sleep(1.0)                                  # silent, reconnection pending
+        assert pipe.acquisition.stats()["reconnecting"] and len(tap.kind("verdict")) == inspected
+        assert sum("WATCHDOG" in m for m in lst.messages) >= pings + 2
+    finally:
+        pipe.request_stop()
+        t.join(60)
+        lst.close()
+    assert result["r"].exit_code == 0

@@ -539,7 +539,10 @@ class Pipeline:
                 # A silent camera is not idle: it keeps systemd's watchdog only while reconnecting.
                 idle = c["queued"] == 0 and c["in_flight"] == 0 and source_alive > source_at_ping \
                     and self.acquisition.is_alive() and not (acq.get("camera_silent") and not acq.get("reconnecting"))
-                if c["inspected"] > inspected_at_ping or (svc.watchdog_when_idle and idle and not self._errors):
+                # Reconnecting a silent camera is work, not a hang (bounded by reconnect_attempts).
+                reconnecting = bool(acq.get("reconnecting")) and self.acquisition.is_alive()
+                if c["inspected"] > inspected_at_ping or \
+                        ((svc.watchdog_when_idle and idle or reconnecting) and not self._errors):
                     notifier.watchdog()
                     last_ping, inspected_at_ping, source_at_ping = now, c["inspected"], source_alive
             if now - last_status >= svc.status_interval_s:
