@@ -8,7 +8,13 @@ import yaml
 from inspectd.configtools import ConfigError, from_mapping
 from inspectd.errors import InspectdError
 from inspectd.model.config import NEU_CLASSES
-from inspectd.runtime.merge import ClassRule, MergeConfig, check_rules_against_model, merge_frame, seg_components
+from inspectd.runtime.merge import (
+    ClassRule,
+    MergeConfig,
+    check_rules_against_model,
+    merge_frame,
+    seg_components,
+)
 
 DET = list(NEU_CLASSES)             # crazing, inclusion, patches, pitted_surface, rolled-in_scale, scratches
 SEG = ["background", "inclusion", "patches", "scratches"]

@@ -98,7 +98,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_train_writes_a_run_whose_model_names_the_data_classes(trained):
-    data, run = trained
+    _data, run = trained
     for name in ("config.json", "metrics.csv", "metrics.json", "curves.png", "last.pt", "last.safetensors",
                  "best.safetensors"):
         assert (run / name).is_file(), name

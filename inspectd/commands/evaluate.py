@@ -71,9 +71,8 @@ def _split_path(split: str, data: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspectd.errors import InspectdError
-
     from inspectd.data.layout import open_layout
+    from inspectd.errors import InspectdError
 
     data = Path(args.data).expanduser()
     if not data.is_dir():

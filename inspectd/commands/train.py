@@ -85,7 +85,12 @@ def load_config(args: argparse.Namespace, out: Path):
     then the command-line overrides."""
     from inspectd.configtools import from_mapping
     from inspectd.errors import InspectdError
-    from inspectd.training.config import TrainConfig, load_train_config, scale_epochs, set_total_epochs
+    from inspectd.training.config import (
+        TrainConfig,
+        load_train_config,
+        scale_epochs,
+        set_total_epochs,
+    )
 
     if args.config:
         cfg = load_train_config(args.config)
@@ -147,10 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args, out)
 
-    from inspectd.training.loop import Trainer
-
     from inspectd.configtools import ConfigError
     from inspectd.data.layout import DataError
+    from inspectd.training.loop import Trainer
 
     if args.device is not None:
         from inspectd.evaluation import resolve_device

@@ -10,9 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspectd.errors import InspectdError
 from inspectd.data.augment import Augment
-from inspectd.data.samples import DefectDataset, RawSample, Sample, build_sample, collate  # noqa: F401
+from inspectd.data.samples import (  # noqa: F401
+    DefectDataset,
+    RawSample,
+    Sample,
+    build_sample,
+    collate,
+)
+from inspectd.errors import InspectdError
 
 # The NEU layout's mask values are NEU-Seg's (shared/data/neu/README.md): 1 inclusion,
 # 2 patches, 3 scratches. Masks of other classes need the YOLO layout (docs/datasets.md).

@@ -9,6 +9,7 @@ box is background.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,7 +70,7 @@ class DefectDataset(Dataset):
     """Items: dict(image uint8 [C, H, W] at input size, boxes float [M, 4], classes long [M],
     seg long [H, W] (255 = ignore, including padding), stem, valid (h, w) of the original)."""
 
-    def __init__(self, samples: list[Sample], input_size: tuple[int, int] = (224, 224),
+    def __init__(self, samples: list[Sample], input_size: Sequence[int] = (224, 224),
                  augment: Augment | None = None, seed: int = 0):
         self.samples = samples
         self.input_size = tuple(input_size)

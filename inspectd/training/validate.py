@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
 from torch.utils.data import DataLoader
 
 from inspectd.data.samples import DefectDataset, collate
