@@ -161,10 +161,10 @@ def check_compatible(ck: YoloV5Checkpoint, cfg: ModelConfig) -> None:
     """One line naming the first difference between the checkpoint's network and the config's."""
     where = f"checkpoint {ck.path}"
     if ck.layer_types[:len(V6_LAYERS)] != list(V6_LAYERS) or len(ck.layer_types) != len(V6_LAYERS):
-        for i, (got, want) in enumerate(zip(ck.layer_types, V6_LAYERS)):
-            if got != want:
-                raise InspectdError(f"{where}: layer {i} is {got}, the YOLOv5 v6 layout inspectd maps "
-                                    f"has {want} (another architecture or YOLOv5 version)")
+        for i, (kind, expected) in enumerate(zip(ck.layer_types, V6_LAYERS)):
+            if kind != expected:
+                raise InspectdError(f"{where}: layer {i} is {kind}, the YOLOv5 v6 layout inspectd maps "
+                                    f"has {expected} (another architecture or YOLOv5 version)")
         raise InspectdError(f"{where}: {len(ck.layer_types)} layers, the YOLOv5 v6 layout inspectd maps "
                             f"has {len(V6_LAYERS)} (another architecture, e.g. a P6 model)")
     if not all(isinstance(ck.yaml.get(k), (int, float)) for k in ("depth_multiple", "width_multiple")):
@@ -190,8 +190,6 @@ def map_yolov5(ck: YoloV5Checkpoint, own: dict[str, torch.Tensor],
     inits: dict[str, TensorInit] = {}
     notes: list[str] = []
     na, no = 3, 5 + cfg.num_classes
-    nc_src = int(ck.yaml.get("nc", len(ck.names) or 80))
-    no_src = 5 + nc_src
     for src, value in ck.state.items():
         parts = src.split(".", 2)
         if len(parts) < 3 or parts[0] != "model" or not parts[1].isdigit():
@@ -205,18 +203,23 @@ def map_yolov5(ck: YoloV5Checkpoint, own: dict[str, torch.Tensor],
         if dst not in state:
             raise InspectdError(f"{where}: tensor {src} has no counterpart {dst} in the network")
         target = state[dst]
-        v = value.to(target.dtype) if target.is_floating_point() else value.to(target.dtype)
+        v = value.to(target.dtype)
+        if v.dim() != target.dim():
+            raise InspectdError(f"{where}: {src} has shape {tuple(value.shape)}, the network's {dst} is "
+                                f"{tuple(target.shape)}")
         if layer == DETECT_LAYER:
             # Rows are anchor-major: anchor a owns rows a*no .. a*no + no - 1 (x, y, w, h, obj, classes).
-            if v.shape[0] != na * no_src or target.shape[0] != na * no or v.shape[1:] != target.shape[1:]:
+            nc_src = v.shape[0] // na - 5
+            if v.shape[0] % na or nc_src < 1 or v.shape[1:] != target.shape[1:]:
                 raise InspectdError(f"{where}: {src} has shape {tuple(v.shape)}, expected "
-                                    f"({na * no_src}, {', '.join(map(str, target.shape[1:]))}) for {nc_src} classes")
+                                    f"(3 x (5 + classes), {', '.join(map(str, target.shape[1:]))})")
             tv = target.view(na, no, *target.shape[1:])
-            tv[:, :5] = v.view(na, no_src, *v.shape[1:])[:, :5]
+            tv[:, :5] = v.view(na, 5 + nc_src, *v.shape[1:])[:, :5]
             inits[dst] = TensorInit(dst, "adapted", src, f"box+objectness rows kept (5 per anchor); class rows new for the "
-                                    f"{cfg.num_classes} classes (class-prior bias), the {nc_src} COCO class rows dropped",
-                                    target.numel())
+                                    f"{cfg.num_classes} classes (class-prior bias), the checkpoint's {nc_src} "
+                                    f"class rows dropped", target.numel())
             continue
+        status: Status
         if layer == 0 and rest == "conv.weight" and v.shape[1] == 3 and target.shape[1] == 1:
             v = v.sum(dim=1, keepdim=True)
             status, note = "adapted", "RGB kernel summed over input channels -> 1 channel (Mono8)"
@@ -237,7 +240,7 @@ def map_yolov5(ck: YoloV5Checkpoint, own: dict[str, torch.Tensor],
         inits[k] = TensorInit(k, "new", None, note, v.numel())
     src_anchors = ck.anchors_pixels()
     if src_anchors is not None and [[float(x) for x in a] for a in cfg.anchors] != src_anchors:
-        notes.append(f"anchors differ from the checkpoint's (COCO's {_fmt(src_anchors)}, inspectd's "
+        notes.append(f"anchors differ from the checkpoint's (its {_fmt(src_anchors)}; inspectd's "
                      f"{_fmt(cfg.anchors)}): box rows kept anyway, anchors from the inspectd config")
     if cfg.in_channels == 1:
         notes.append("stem: the RGB kernel summed over its input channels (grey input, R = G = B)")
