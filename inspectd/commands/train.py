@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     except DataError as exc:
         if args.data:
             raise
-        raise ConfigError(f"{args.config or out / 'config.json'}: data.root {cfg.data.root}: {exc}") from None
+        raise ConfigError(f"{args.config or out / 'config.json'}: data.root: {exc}") from None
     mc, info = trainer.model_cfg, trainer.data_info()
     seg = ", ".join(mc.seg_class_names[1:]) or "none (no masks)"
     print(f"train: {mc.name} {mc.input_size[0]}x{mc.input_size[1]} on {info['root']} ({info['layout']} layout, "

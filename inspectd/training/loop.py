@@ -127,7 +127,7 @@ class Trainer:
             merged = {**mcfg.to_dict(), **cfg.model_overrides}
             mcfg = type(mcfg).from_dict(merged, f"model_overrides for {cfg.model}")
         try:
-            self.layout: DataLayout = open_layout(cfg.data.root, "data.root")
+            self.layout: DataLayout = open_layout(cfg.data.root)
             self.train_stems = train_stems or self.layout.items("train", cfg.data.train)
             self.val_stems = val_stems if val_stems is not None else self.layout.items("val", cfg.data.val)
             # The classes are the data's; the segmentation head gets the classes its masks cover.
