@@ -356,7 +356,13 @@ class CameraProcess:
     def execute(self, node: str) -> None:
         """Have the child execute a command node on the camera (``AcquisitionStop``: what
         another program holding the camera can do); sent between frames by the acquisition thread."""
-        self._commands.append(node)
+        with self._lock:
+            self._commands.append(node)
+
+    def take_commands(self) -> list[str]:
+        with self._lock:
+            out, self._commands = self._commands, []
+        return out
 
     def send_start(self) -> None:
         """Start the child's acquisition with the buffers the producer side owns now."""
@@ -521,8 +527,8 @@ class CameraAcquisition(threading.Thread):
             child = src.child
             if child is not None:
                 try:
-                    while src._commands:
-                        child.conn.send(("execute", src._commands.pop(0)))
+                    for node in src.take_commands():
+                        child.conn.send(("execute", node))
                     if child.conn.poll(_POLL_S):
                         self._handle(child, child.conn.recv())
                 except (EOFError, OSError):
