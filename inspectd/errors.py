@@ -6,11 +6,13 @@ One rule for every command (docs/cli.md, and each command's ``--help``):
 - 1 ``EXIT_FAILURE``: a failure at run time (the camera lost or not found, an address in use,
   a disk full, a stream that breaks off). systemd restarts the service.
 - 2 ``EXIT_USAGE``: the command line is wrong: an unknown option, a missing or malformed
-  argument, or a file a command-line argument names (``replay FILE``, ``--model``, ``--out``).
+  argument, or a file that a command's own argument names (``replay FILE``, ``--out``,
+  ``--annotate``, ``cameras --cti``).
 - 78 ``EXIT_CONFIG`` (sysexits' EX_CONFIG): the configuration is wrong: the config file, a
-  value in it, or a file or device it names (the model, the recording, the GenTL producers,
-  the keys, a GPU), or sizes that cannot fit in memory. Restarting cannot fix it: the units'
-  ``RestartPreventExitStatus`` stops the restart loop.
+  value in it or in an option that stands in for one (``--model``, ``--camera``,
+  ``--publish``), or a file or device they name (the model, the recording, the GenTL
+  producers, the keys, a GPU), or sizes that cannot fit in memory. Restarting cannot fix it:
+  the units' ``RestartPreventExitStatus`` stops the restart loop.
 """
 
 EXIT_OK = 0
@@ -26,7 +28,8 @@ class InspectdError(Exception):
     no traceback is shown. Raise it for bad input (files, config values, models,
     devices); let programming errors propagate as ordinary exceptions. Where the input
     came from decides the status: ``ConfigError`` for the configuration (78), the default
-    for the command line (2); ``RunError`` for a failure while running (1).
+    for the command line (2); ``RunError`` for a failure while running (1). An error raised
+    with ``exit_code=78`` counts as a configuration error wherever it is caught.
     """
 
     exit_code = EXIT_USAGE

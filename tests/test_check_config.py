@@ -109,14 +109,15 @@ def test_check_config_and_run_refuse_alike(files, tmp_path, capsys, text, needle
     assert same(err_run.strip().splitlines()[-1]) == same(err.strip())
 
 
-def test_command_line_values_are_usage_errors(files, tmp_path, capsys):
-    """The same wrong model named by --model is the command line's fault: 2, naming the option."""
-    f = _write(files, tmp_path, "source: {{path: {video}}}\n")
-    assert main(["run", "--config", str(f), "--model", str(files["lying"])]) == 2
+def test_options_for_config_keys_are_configuration_named_by_the_option(files, tmp_path, capsys):
+    """A wrong model named by --model is a configuration error (78) whose line names --model;
+    a command's own argument (replay FILE) is a usage error (2)."""
+    f = _write(files, tmp_path, "source: {{path: {video}}}\ninference: {{backend: torch}}\n")
+    assert main(["run", "--config", str(f), "--model", str(files["lying"])]) == 78
     err = capsys.readouterr().err.strip().splitlines()[-1]       # after the log lines
     assert err.startswith(f"inspectd: --model {files['lying']}: ") and "weight" in err, err
     assert main(["replay", str(files["dir"] / "gone.avi")]) == 2
-    assert main(["replay", str(files["video"]), "--model", str(files["lying"])]) == 2
+    assert main(["replay", str(files["video"]), "--model", str(files["lying"])]) == 78
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"inspectd: --model {files['lying']}: ")
 
 

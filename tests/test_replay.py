@@ -218,20 +218,22 @@ def test_errors_are_one_line(tmp_path, model):
     garbage = tmp_path / "garbage.avi"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
     _one_error_line(_replay(garbage, "--model", model), "garbage.avi")
-    _one_error_line(_replay(video, "--model", tmp_path / "none.safetensors"), "none.safetensors", "not found")
+    # A wrong model is configuration (78) whatever names it; the line names --model.
+    _one_error_line(_replay(video, "--model", tmp_path / "none.safetensors"), "none.safetensors", "not found",
+                    code=78)
     not_a_model = tmp_path / "junk.safetensors"
     not_a_model.write_bytes(b"\x00" * 100)
-    _one_error_line(_replay(video, "--model", not_a_model), "junk.safetensors")
+    _one_error_line(_replay(video, "--model", not_a_model), "--model", "junk.safetensors", code=78)
     from inspectd.model.checkpoint import save_checkpoint
     from inspectd.model.config import load_preset
     from inspectd.model.network import build_model
     other = save_checkpoint(build_model(load_preset("n").replace(class_names=["rust", "dent"])).eval(),
                             tmp_path / "other.safetensors")
     # A model of other classes runs (merge.default judges them); a rule naming a class the model
-    # lacks is refused naming both (blamed on --model, which chose the model: status 2).
+    # lacks is refused naming both (blamed on --model, which chose the model: status 78).
     rules = tmp_path / "rules.yaml"
     rules.write_text("merge: {rules: {crazing: {reject_score: 0.5}}}\n")
-    _one_error_line(_replay(video, "--model", other, "--config", rules), "rules.crazing", "rust, dent")
+    _one_error_line(_replay(video, "--model", other, "--config", rules), "rules.crazing", "rust, dent", code=78)
     bad_cfg = tmp_path / "bad.yaml"
     bad_cfg.write_text("ring: {slots: -3}\n")
     _one_error_line(_replay(video, "--model", model, "--config", bad_cfg), str(bad_cfg), "ring.slots",

@@ -43,7 +43,7 @@ class BusConfig:
     publish: str | None = doc(
         "ZeroMQ address the event publisher binds, e.g. `tcp://*:5556` or `ipc:///run/inspectd/cam0`. "
         "Prefix `>` to connect instead (to an `inspectd proxy --in @ADDRESS`), `@` to bind explicitly. "
-        "null: no socket (events still reach the --out file). `inspectd run/replay --publish` overrides it.",
+        "null: no socket (`replay --out` still writes the verdicts). `inspectd run/replay --publish` overrides it.",
         default=None,
     )
     heartbeat_interval_s: float = doc(

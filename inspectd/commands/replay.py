@@ -244,9 +244,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(cfg.log, fields={"camera": cfg.camera})
     from inspectd.runtime.preflight import preflight
 
-    # The checks of `run` and check-config; what FILE and the options name is blamed on them (2).
-    checked = preflight(cfg, args.config or "the built-in defaults",
-                        given_options(args, **{"source.path": "replay FILE"}))
+    # The checks of `run` and check-config: FILE is the command line's (2), the rest config (78).
+    checked = preflight(cfg, args.config or "the built-in defaults", given_options(args),
+                        usage={"source.path": "replay FILE"})
 
     out_stream: IO[str] | None = None
     out_file: OutFile | None = None

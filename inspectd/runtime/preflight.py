@@ -14,9 +14,10 @@ that passes ``check-config`` does not fail at start for a reason it could have f
 - sizes against memory: ``ring.slots`` (and a camera's buffers) times the frame size;
 - the bus's CurveZMQ keys.
 
-Where the bad value came from decides the error: from the config file (or a file it names)
-a ``ConfigError`` (exit 78) naming the file and the key; from a command-line option that
-stands in for a key (``--model``, ``replay FILE``) a ``UsageError`` (exit 2) naming the option.
+Every error is a ``ConfigError`` (exit 78) naming the file and the key, or the command-line
+option that stands in for the key (``--model``, ``--camera``, ``--publish``: configuration given
+on the command line). A key that a command's own argument set (``replay FILE``) is blamed on
+that argument, as a ``UsageError`` (exit 2).
 """
 from __future__ import annotations
 
@@ -58,9 +59,10 @@ class Preflight:
 class _Blame:
     """Turns an ``InspectdError`` from one check into a config or usage error."""
 
-    def __init__(self, where: str, given: dict[str, str]):
+    def __init__(self, where: str, given: dict[str, str], usage: dict[str, str]):
         self.where = where
         self.given = given
+        self.usage = usage
 
     @contextmanager
     def on(self, key: str, *, message_names_key: bool = True) -> Iterator[None]:
@@ -75,21 +77,24 @@ class _Blame:
             and ("." in m.group(1) or m.group(2) == ":")
         if names and message_names_key:
             key = m.group(1)
-        option = self.given.get(key)
+        option = self.given.get(key) or self.usage.get(key)
         if option is not None:
-            return UsageError(f"{option}: {msg[m.end():].lstrip() if names and m.group(2) == ':' else msg}")
+            body = msg[m.end():].lstrip() if names and m.group(2) == ":" else msg
+            return (UsageError if key in self.usage else ConfigError)(f"{option}: {body}")
         return ConfigError(f"{self.where}: {msg}" if names else f"{self.where}: {key}: {msg}")
 
 
-def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = None) -> Preflight:
+def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = None,
+              usage: dict[str, str] | None = None) -> Preflight:
     """Run every check ``run`` makes short of opening the camera and binding the socket.
 
     ``where`` names the config (its file, or "the built-in defaults"); ``given`` maps the
-    config keys that the command line set to the option that set them
-    (``{"inference.model": "--model"}``). On success the recording (if any) is open and the
+    config keys that command-line options set to the option (``{"inference.model": "--model
+    X"}``: still configuration, 78), ``usage`` those that a command's own argument set
+    (``{"source.path": "replay FILE"}``: a usage error, 2). On success the recording (if any) is open and the
     model loaded: pass them on, or ``close()`` the result.
     """
-    blame = _Blame(where, given or {})
+    blame = _Blame(where, given or {}, usage or {})
     report: list[str] = []
     source = backend = None
     try:
@@ -117,7 +122,7 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
                       f"{th}x{tw} tiles, classes {', '.join(class_names) or 'unknown'}; self-test passed "
                       f"({found.get('defects', 0)} defects on its test frame)")
         report.append(ring_line)
-        with blame.on("bus.curve"):
+        with blame.on("bus.publish"):
             report.append(f"publish: {_check_bus(cfg)}")
         with blame.on("alarms.periodic.classes"):
             from inspectd.runtime.periodic import check_classes
@@ -205,6 +210,9 @@ def _check_control(cfg: "DaemonConfig") -> str:
 
 
 def _check_bus(cfg: "DaemonConfig") -> str:
+    if cfg.bus.publish is not None:                    # its form; binding it is run's
+        from inspectd.bus.address import parse_address
+        parse_address(cfg.bus.publish, "bind", "bus.publish")
     curve = cfg.bus.curve
     if curve.enabled:
         from inspectd.bus.curve import CurveServer
