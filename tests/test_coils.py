@@ -335,3 +335,45 @@ def test_address_from_the_daemon_config(tmp_path, daemon):
     cfg.write_text("camera: top\n")
     r = coil("status", "--config", cfg)
     assert r.returncode == 78 and "control.address: not set" in r.stderr
+
+
+def test_replay_coil_and_control(tmp_path):
+    import signal
+    import time
+
+    from stand_ins import tiny_checkpoint
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    video = tmp_path / "v.avi"
+    write_video(video, 4, size=(200, 120))
+    out = tmp_path / "v.jsonl"
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-m", "inspectd.cli", "replay", str(video), "--model", str(model),
+                          "--coil", "R-1", "--control", f"tcp://127.0.0.1:{port}", "--realtime", "--loop",
+                          "--out", str(out), "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=ENV, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:          # the replay is up once its control socket answers
+            r = coil("status", "--address", f"tcp://127.0.0.1:{port}", "--timeout", "1")
+            if r.returncode == 0:
+                break
+        assert r.returncode == 0 and r.stdout.startswith("cam0: coil R-1 open"), r.stderr
+        r = coil("start", "R-2", "--address", f"tcp://127.0.0.1:{port}")
+        assert r.returncode == 0 and "coil R-1 ended (next_start;" in r.stdout, r.stderr
+        partial = out.with_name(out.name + ".partial")          # --out is written there until the end
+        while time.monotonic() < deadline and '"coil":"R-2","coil_position_m":0.06' not in partial.read_text():
+            time.sleep(0.1)
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    coils = [v["coil"] for v in rows]
+    assert coils[0] == "R-1" and coils[-1] == "R-2" and coils == sorted(coils)   # R-1 then R-2, no gap
+    first_r2 = rows[coils.index("R-2")]
+    assert first_r2["coil_position_m"] == 0.0 and first_r2["strip_position_m"] > 0
+    r = coil("start", "X", "--address", "nope")
+    assert r.returncode == 2
+    bad = subprocess.run([sys.executable, "-m", "inspectd.cli", "replay", str(video), "--control", "udp://x"],
+                         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=TIMEOUT_S)
+    assert bad.returncode == 2 and bad.stderr.startswith("inspectd: --control 'udp://x'"), bad.stderr

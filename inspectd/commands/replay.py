@@ -42,8 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", metavar="ID", help="camera id to put in the events (default: the config's)")
     p.add_argument("--coil", metavar="ID",
                    help="the recording is one coil: its events carry this coil id and positions from its "
-                        "head; coil_start and coil_end events frame it (a daemon with control.address also "
-                        "takes `inspectd coil start|end` while it replays)")
+                        "head; coil_start and coil_end events frame it")
+    p.add_argument("--control", metavar="ADDRESS",
+                   help="take `inspectd coil start|end` on this control socket while replaying, e.g. "
+                        "tcp://127.0.0.1:5571 (the config's control.address is left to the daemon it "
+                        "belongs to)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="warning",
                    help="log level (default: warning, so that the progress line and summary stay readable)")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
@@ -223,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if args.coil is not None:
         from inspectd.runtime.coils import check_coil_id
         check_coil_id(args.coil, "--coil")
+    if args.control is not None:
+        from inspectd.bus.address import parse_address
+        parse_address(args.control, "bind", "--control")
     src = Path(args.file).expanduser()
     if not src.exists():
         raise InspectdError(f"recording {args.file}: not found")
@@ -238,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
         from inspectd.runtime.ringbuffer import OverflowPolicy
         cfg.ring.policy = OverflowPolicy(args.policy)
     apply_common_overrides(cfg, args)
+    cfg.control.address = args.control
     cfg.log.level = args.log_level
     if args.log_format:
         cfg.log.format = args.log_format
