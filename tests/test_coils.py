@@ -360,8 +360,9 @@ def test_replay_coil_and_control(tmp_path):
         assert r.returncode == 0 and r.stdout.startswith("cam0: coil R-1 open"), r.stderr
         r = coil("start", "R-2", "--address", f"tcp://127.0.0.1:{port}")
         assert r.returncode == 0 and "coil R-1 ended (next_start;" in r.stdout, r.stderr
-        partial = out.with_name(out.name + ".partial")          # --out is written there until the end
-        while time.monotonic() < deadline and '"coil":"R-2","coil_position_m":0.06' not in partial.read_text():
+        partial = out.with_name(out.name + ".partial")          # --out may be written there until the end
+        written = lambda: next((f.read_text() for f in (partial, out) if f.exists()), "")  # noqa: E731
+        while time.monotonic() < deadline and '"coil":"R-2","coil_position_m":0.06' not in written():
             time.sleep(0.1)
     finally:
         p.send_signal(signal.SIGINT)
