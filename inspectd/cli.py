@@ -39,7 +39,7 @@ EXIT_STATUS_HELP = (
     "exit status: 0 done; 1 failure at run time (camera lost or not found, address in use, "
     "disk full: systemd restarts the service); 2 usage error (the command line, or a file a "
     "command's own argument names: replay FILE, --out); 78 configuration error (the config file, "
-    "a value in it or in an option standing in for one: --model, --camera, --publish, or a file "
+    "a value in it or in an option of run/replay standing in for one: --model, --camera, --publish, or a file "
     "or device they name: model, recording, GenTL producer, keys, GPU; the systemd units do not "
     "restart on it)."
 )

@@ -9,8 +9,8 @@ One rule for every command (docs/cli.md, and each command's ``--help``):
   argument, or a file that a command's own argument names (``replay FILE``, ``--out``,
   ``--annotate``, ``cameras --cti``).
 - 78 ``EXIT_CONFIG`` (sysexits' EX_CONFIG): the configuration is wrong: the config file, a
-  value in it or in an option that stands in for one (``--model``, ``--camera``,
-  ``--publish``), or a file or device they name (the model, the recording, the GenTL
+  value in it or in an option of ``run``/``replay`` that stands in for one (``--model``,
+  ``--camera``, ``--publish``), or a file or device they name (the model, the recording, the GenTL
   producers, the keys, a GPU), or sizes that cannot fit in memory. Restarting cannot fix it:
   the units' ``RestartPreventExitStatus`` stops the restart loop.
 """
