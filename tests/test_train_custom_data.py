@@ -235,6 +235,13 @@ def test_bad_input_is_one_line_with_the_right_status(trained, tmp_path, capsys):
     bad.write_text(f"data: {{root: {tmp_path / 'gone'}}}\n")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 78
     assert "gone" in _one_line(capsys)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\0" * 64)
+    bad.write_text(f"init: {junk}\n")
+    assert main(["train", "--data", str(data), "--config", str(bad), "--out", str(tmp_path / "r")]) == 78
+    assert f"{bad}: init: " in _one_line(capsys)
+    assert main(["train", "--data", str(data), "--init", str(junk), "--out", str(tmp_path / "r")]) == 2
+    assert "--init: " in _one_line(capsys)
     assert not (tmp_path / "r" / "last.pt").exists()
 
 

@@ -26,8 +26,10 @@ examples:
   inspectd train --data my-export/ --epochs 50 --out runs/mine
   inspectd train --out runs/mine --resume
 
-exit status: 0 done, 2 bad command line or data, 78 bad training config (or a file it
-names), 1 run-time failure, 130 interrupted (continue with --resume)."""
+for train: a data folder, --init checkpoint or --device given on the command line and found
+wrong is a usage error (2: an --init of another preset or architecture included); the same
+named by the training config is a configuration error (78); 130: interrupted (continue with
+--resume)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -153,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args, out)
 
     from inspectd.configtools import ConfigError
-    from inspectd.data.layout import DataError
-    from inspectd.training.loop import Trainer
+    from inspectd.training.loop import InputError, Trainer
 
     if args.device is not None:
         from inspectd.evaluation import resolve_device
@@ -162,10 +163,11 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     try:
         trainer = Trainer(cfg, out, resume=args.resume, show_progress=progress)
-    except DataError as exc:
-        if args.data:
-            raise
-        raise ConfigError(f"{args.config or out / 'config.json'}: data.root: {exc}") from None
+    except InputError as exc:
+        option = "--data" if exc.key == "data.root" else "--init"
+        if getattr(args, option[2:]):             # the command line named it: a usage error
+            raise InspectdError(f"{option}: {exc}") from None
+        raise ConfigError(f"{args.config or out / 'config.json'}: {exc.key}: {exc}") from None
     mc, info = trainer.model_cfg, trainer.data_info()
     seg = ", ".join(mc.seg_class_names[1:]) or "none (no masks)"
     print(f"train: {mc.name} {mc.input_size[0]}x{mc.input_size[1]} on {info['root']} ({info['layout']} layout, "

@@ -22,11 +22,6 @@ from inspectd.errors import InspectdError
 from inspectd.model.config import check_class_name
 
 
-class DataError(InspectdError):
-    """The data folder or a file in it is wrong. Exit 2 as raised (a folder the command line
-    named); a caller that took the folder from a config file raises it again as a ConfigError."""
-
-
 class DataLayout(Protocol):
     root: Path
     kind: str                       # "neu" or "yolo"

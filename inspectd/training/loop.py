@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from inspectd.configtools import ConfigError, to_mapping
 from inspectd.data.augment import Augment
-from inspectd.data.layout import DataError, DataLayout, load_raws, open_layout
+from inspectd.data.layout import DataLayout, load_raws, open_layout
 from inspectd.data.samples import DefectDataset, build_sample, collate
 from inspectd.errors import InspectdError
 from inspectd.model.checkpoint import save_checkpoint
@@ -34,6 +34,16 @@ from inspectd.training.anchors import check_anchors
 from inspectd.training.config import StageConfig, TrainConfig
 from inspectd.training.ema import ModelEMA
 from inspectd.training.validate import validate
+
+
+class InputError(InspectdError):
+    """A file the run reads is wrong: the data folder (``key`` "data.root") or the starting
+    weights ("init"). Status 2 as raised, for a path the command line gave; a caller that took
+    it from the training config raises it again as a ConfigError (78) naming the key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 def seed_everything(seed: int) -> None:
@@ -138,14 +148,14 @@ class Trainer:
         except ConfigError:
             raise
         except InspectdError as exc:
-            raise DataError(str(exc)) from None
+            raise InputError("data.root", str(exc)) from None
         mcfg = mcfg.replace(class_names=list(class_names),
                             seg_class_names=["background", *(c for c in class_names if c in masked)])
         if "input_size" not in cfg.model_overrides:
             try:
                 mcfg = mcfg.replace(input_size=fitting_input_size(mcfg.input_size, train_raws + val_raws))
             except InspectdError as exc:
-                raise DataError(str(exc)) from None
+                raise InputError("data.root", str(exc)) from None
         # Anchors the data's boxes fit (kept unless too few do); an inspectd checkpoint to start
         # from brings its own, which the model must match.
         self.anchor_note = "anchors from model_overrides"
@@ -160,7 +170,10 @@ class Trainer:
         self.model: MultiTaskNet = build_model(mcfg)
         self.init_report: InitReport | None = None
         if cfg.init and not resume:  # on resume, last.pt holds the weights
-            self.init_report = initialise(self.model, cfg.init)
+            try:
+                self.init_report = initialise(self.model, cfg.init)
+            except InspectdError as exc:
+                raise InputError("init", str(exc)) from None
         self.model.to(self.device)
         self.loss = MultiTaskLoss(self.model, cfg.loss).to(self.device)
         size = tuple(mcfg.input_size)
