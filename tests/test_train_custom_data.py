@@ -331,3 +331,23 @@ def test_anchors_are_refitted_only_when_the_boxes_do_not_fit_them(trained):
     _data, run = trained
     _cfg, info = read_metadata(run / "best.safetensors")
     assert info["data"]["anchors"].startswith("anchors kept")
+
+
+def test_neu_layout_with_other_classes_takes_them_from_the_annotations(tmp_path):
+    from inspectd.data.layout import open_layout
+
+    root = tmp_path / "voc"
+    for sub in ("images", "annotations"):
+        (root / sub).mkdir(parents=True)
+    objects = {"a_1": [("rust", 4, 5, 30, 40)], "a_2": [("dent", 10, 10, 20, 20), ("rust", 30, 2, 60, 9)]}
+    for stem, objs in objects.items():
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), np.full((64, 64, 3), 128, np.uint8))
+        xml = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                      f"<ymax>{d}</ymax></bndbox></object>" for n, a, b, c, d in objs)
+        (root / "annotations" / f"{stem}.xml").write_text(f"<annotation><filename>{stem}</filename>{xml}</annotation>")
+    (root / "train.txt").write_text("a_1\na_2\n")
+    layout = open_layout(root)
+    assert layout.kind == "neu" and layout.class_names() == ["dent", "rust"]
+    raw = layout.load(layout.items("train")[1], layout.class_names(), 1)
+    assert raw.classes.tolist() == [0, 1] and raw.image.shape == (64, 64)
+    assert layout.masked_classes() == set()
