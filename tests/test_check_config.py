@@ -167,3 +167,24 @@ def test_exit_status_rule_is_documented_and_in_every_help(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert exc.value.code == 0 and "78 configuration error" in text and "2 usage error" in text \
             and "1 failure at run time" in text, name
+
+
+def test_an_address_in_use_is_a_failure_at_run_time(files, tmp_path, capsys):
+    """check-config does not bind: an address another process holds is found by run, and a
+    restart may cure it (1, not 78)."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        f = _write(files, tmp_path, "source: {{path: {video}}}\ninference: {{model: {model}}}\n"
+                   f"bus: {{{{publish: 'tcp://127.0.0.1:{port}'}}}}\n")
+        assert main(["check-config", str(f)]) == 0
+        capsys.readouterr()
+        assert main(["run", "--config", str(f), "--log-format", "console"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("inspectd: ") and str(port) in err, err
+    finally:
+        sock.close(0)
+        ctx.term()
