@@ -91,8 +91,8 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
     ``where`` names the config (its file, or "the built-in defaults"); ``given`` maps the
     config keys that command-line options set to the option (``{"inference.model": "--model
     X"}``: still configuration, 78), ``usage`` those that a command's own argument set
-    (``{"source.path": "replay FILE"}``: a usage error, 2). On success the recording (if any) is open and the
-    model loaded: pass them on, or ``close()`` the result.
+    (``{"source.path": "replay FILE"}``: a usage error, 2). On success the recording (if any)
+    is open and the model loaded: pass them on, or ``close()`` the result.
     """
     blame = _Blame(where, given or {}, usage or {})
     report: list[str] = []
