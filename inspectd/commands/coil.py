@@ -101,7 +101,7 @@ def _addresses(args: argparse.Namespace) -> list[str]:
         if cfg.control.address is None:
             raise ConfigError(f"{args.config}: control.address: not set, so that daemon has no control socket")
         address = connect_address(cfg.control.address)
-        if address.endswith(":*") or address.endswith(":!"):
+        if address.endswith((":*", ":!")):
             raise ConfigError(f"{args.config}: control.address {cfg.control.address!r}: binds any free port; "
                               "give the daemon a fixed port, or --address")
         return [address]

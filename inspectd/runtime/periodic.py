@@ -263,9 +263,8 @@ class PeriodicDetector:
                 continue
             x1, y1, x2, y2 = (float(v) for v in d["box_mm"])
             m = _Mark(d["class"], x1, y1, x2, y2, float(d["score"]), int(verdict["frame"]), offset)
-            touching = [o for o in self._open if o.cls == m.cls
-                        and m.x1 <= o.x2 + _TOUCH_MM and m.x2 >= o.x1 - _TOUCH_MM
-                        and m.y1 <= o.y2 + _TOUCH_MM and m.y2 >= o.y1 - _TOUCH_MM]
+            touching = [o for o in self._open if m.y1 <= o.y2 + _TOUCH_MM and m.y2 >= o.y1 - _TOUCH_MM
+                        and m.x1 <= o.x2 + _TOUCH_MM and m.x2 >= o.x1 - _TOUCH_MM and o.cls == m.cls]
             for o in touching:
                 m.join(o)
                 self._open.remove(o)
@@ -328,19 +327,21 @@ class PeriodicDetector:
                 near &= self._similar(m.wh, cols[:, 2:])
             idx = np.flatnonzero(near)
             if len(idx):
-                for i in chains.add([marks[j] for j in idx], cols[idx], m):
-                    out += self._alarm_if_due(chains, i)
-            if len(chains) > _MAX_CHAINS:
+                new = chains.add([marks[j] for j in idx], cols[idx], m)
+                if cfg.repeats <= 2:
+                    for i in new:
+                        out += self._alarm_if_due(chains, i)
+            if len(chains) > _MAX_CHAINS * 5 // 4:
                 # Too many: the oldest of the shortest go first; a chain that grew is kept.
                 drop = np.lexsort((np.arange(len(chains)), chains.n))[:len(chains) - _MAX_CHAINS]
                 keep = np.ones(len(chains), bool)
                 keep[drop] = False
                 chains.keep(keep)
-        # Recent marks only: nothing further back than the longest pitch can pair.
-        keep = (m.y - cols[:, 1]) <= cfg.max_pitch_m * 1000.0
-        keep[:-_MAX_HISTORY] = False
-        self._hist[m.cls] = (np.vstack([cols[keep], [[m.x, m.y, *m.wh]]]),
-                             [o for o, kept in zip(marks, keep) if kept] + [m])
+        # Recent marks only: nothing further back than the longest pitch can pair. Marks come
+        # in strip order, so the ones that fell out of reach are the first few.
+        first = int(np.searchsorted(cols[:, 1], m.y - cfg.max_pitch_m * 1000.0)) if len(marks) else 0
+        first = max(first, len(marks) + 1 - _MAX_HISTORY)
+        self._hist[m.cls] = (np.vstack([cols[first:], [[m.x, m.y, *m.wh]]]), marks[first:] + [m])
         return out
 
     def _alarm_if_due(self, chains: _Chains, i: int) -> list[dict[str, Any]]:
