@@ -31,9 +31,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -150,7 +151,7 @@ class PhaseMonitor:
             if self.per_thread and n % 3 == 0:     # every 60 ms: reading every thread's stat costs
                 self._sample_threads()
 
-    def __enter__(self) -> "PhaseMonitor":
+    def __enter__(self) -> PhaseMonitor:
         self.peak = _rss_bytes()
         self._t0 = time.monotonic()
         self._busy0, self._own0 = _busy_ticks(), self._own()

@@ -19,8 +19,8 @@ Times are taken at the configured line speed; an encoder gives positions, not sp
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from inspectd.configtools import doc, fail
 from inspectd.errors import InspectdError

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from inspectd.runtime.inference import InferenceConfig
 
 
-def model_path(cfg: "InferenceConfig") -> Path:
+def model_path(cfg: InferenceConfig) -> Path:
     """The checkpoint the config names, or the shipped default model; it must exist."""
     if cfg.model is not None:
         path = Path(cfg.model)
@@ -62,7 +62,7 @@ def _openvino_precision(requested: str) -> tuple[str, str]:
     return "fp32", "this CPU has no native bf16: fp32"
 
 
-def choose_backend(cfg: "InferenceConfig") -> Choice:
+def choose_backend(cfg: InferenceConfig) -> Choice:
     """Resolve ``auto``: PyTorch on CUDA where a GPU is (and ``device`` is not ``cpu``); else
     the fastest CPU runtime installed (OpenVINO, then ONNX Runtime, then PyTorch: about 4, 2.5
     and 1 times the speed on the test machine, BENCHMARKS.md). An explicit backend is kept."""
@@ -92,7 +92,7 @@ def choose_backend(cfg: "InferenceConfig") -> Choice:
                   "PyTorch on the CPU, several times slower (pip install inspectd[openvino])")
 
 
-def create_backend(cfg: "InferenceConfig") -> "Backend":
+def create_backend(cfg: InferenceConfig) -> Backend:
     """Build the backend ``cfg.backend`` names (``auto``: ``choose_backend``), loaded with the
     configured model; the choice and its reason are logged.
 

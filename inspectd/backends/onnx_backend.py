@@ -94,7 +94,7 @@ class OnnxRuntimeBackend:
         self._session = None
 
 
-def create(path: str | Path, cfg: "InferenceConfig") -> OnnxRuntimeBackend:
+def create(path: str | Path, cfg: InferenceConfig) -> OnnxRuntimeBackend:
     """The backend ``inspectd.backends.create_backend`` builds for ``inference.backend: onnxruntime``.
 
     ``path``: a checkpoint (exported and cached on first use) or an inspectd ``.onnx`` file.

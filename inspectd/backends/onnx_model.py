@@ -66,7 +66,7 @@ class OnnxModel:
     """A prepared graph and what the backend needs to know about it."""
 
     path: Path
-    config: "ModelConfig"
+    config: ModelConfig
     precision: str          # "fp32" or "int8"
     source: str             # the checkpoint or .onnx it came from, for messages
     note: str = ""
@@ -124,7 +124,7 @@ def add_label_outputs(proto) -> None:
     ])
 
 
-def set_metadata(proto, cfg: "ModelConfig", precision: str, source_sha: str, note: str = "") -> None:
+def set_metadata(proto, cfg: ModelConfig, precision: str, source_sha: str, note: str = "") -> None:
     values = {META_CONFIG: json.dumps(cfg.to_dict()), META_PRECISION: precision, META_SOURCE: source_sha,
               META_NOTE: note}
     kept = [p for p in proto.metadata_props if p.key not in values]

@@ -18,11 +18,10 @@ threads of one frame waiting for each other: more frames per second, each one sl
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import queue
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import openvino as ov
@@ -43,7 +42,7 @@ PRECISIONS = ("fp32", "bf16")
 _HINT = {"fp32": "f32", "bf16": "bf16"}
 
 
-def cpu_has_bf16(core: "ov.Core | None" = None) -> bool:
+def cpu_has_bf16(core: ov.Core | None = None) -> bool:
     """Native bf16 on this CPU as OpenVINO sees it."""
     core = core or ov.Core()
     try:
@@ -148,7 +147,7 @@ class OpenVinoBackend:
         self._model = None
 
 
-def create(path: str | Path, cfg: "InferenceConfig") -> OpenVinoBackend:
+def create(path: str | Path, cfg: InferenceConfig) -> OpenVinoBackend:
     """The backend for ``inference.backend: openvino`` (``inference.precision`` fp32 or bf16)."""
     if cfg.device == "cuda":
         raise InspectdError("inference.device: the openvino backend runs on the CPU; "

@@ -11,8 +11,8 @@ training images, padded exactly as training and evaluation pad them.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -57,7 +57,7 @@ class TorchBackend:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, cfg, device: str = "cpu", half: bool = False,
-                   threads: int = 0, output_sets: int = 1) -> "TorchBackend":
+                   threads: int = 0, output_sets: int = 1) -> TorchBackend:
         """A backend around an in-memory ``MultiTaskNet`` (benchmarks, evaluation, tests)."""
         self = cls.__new__(cls)
         self._setup(model, cfg, resolve_device(device), half, threads, output_sets)

@@ -111,7 +111,7 @@ class CurveServer:
     allowed: tuple[bytes, ...]
 
     @classmethod
-    def load(cls, secret_key_file: str | Path, allowed_dir: str | Path, what: str = "bus.curve") -> "CurveServer":
+    def load(cls, secret_key_file: str | Path, allowed_dir: str | Path, what: str = "bus.curve") -> CurveServer:
         public, secret = load_secret_key(secret_key_file, f"{what}.server_secret_key")
         allowed = allowed_client_keys(allowed_dir, f"{what}.allowed_clients_dir")
         return cls(public, secret, Path(allowed_dir), tuple(allowed))
@@ -138,7 +138,7 @@ class CurveClient:
 
     @classmethod
     def load(cls, server_public_key_file: str | Path, client_secret_key_file: str | Path,
-             what: str = "curve") -> "CurveClient":
+             what: str = "curve") -> CurveClient:
         server_public = load_public_key(server_public_key_file, f"{what} server key")
         public, secret = load_secret_key(client_secret_key_file, f"{what} client key")
         return cls(server_public, public, secret)

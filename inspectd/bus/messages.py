@@ -90,7 +90,7 @@ def reason_token(reason: str) -> str:
 
 
 def topic(kind: str, camera: str, detail: str = "") -> bytes:
-    return f"{kind}{SEP}{camera}{SEP}{detail}".encode("utf-8")
+    return f"{kind}{SEP}{camera}{SEP}{detail}".encode()
 
 
 def verdict_topic(camera: str, status: str) -> bytes:
@@ -115,7 +115,7 @@ def status_topic(camera: str) -> bytes:
 
 def kind_prefix(kind: str) -> bytes:
     """Subscription prefix for one kind from every camera."""
-    return f"{kind}{SEP}".encode("utf-8")
+    return f"{kind}{SEP}".encode()
 
 
 def camera_prefixes(camera: str, kinds: tuple[str, ...] | list[str] = KINDS) -> list[bytes]:

@@ -10,7 +10,7 @@ proxy loses its own messages at the XPUB high-water mark, like one of a publishe
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import zmq
 
@@ -47,7 +47,7 @@ class EventProxy:
         self.subscriptions = 0      # (un)subscriptions passed to publishers
         self._auth = None
 
-    def start(self) -> "EventProxy":
+    def start(self) -> EventProxy:
         self._thread = threading.Thread(target=self._main, name="event-proxy", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -127,7 +127,7 @@ class EventProxy:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
-    def __enter__(self) -> "EventProxy":
+    def __enter__(self) -> EventProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -26,8 +26,9 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -246,7 +247,7 @@ class EventPublisher:
         return crops
 
     # -- life cycle --------------------------------------------------------------------
-    def start(self) -> "EventPublisher":
+    def start(self) -> EventPublisher:
         """Start the thread (binding the socket, if any); raises InspectdError if it cannot."""
         if self._thread is not None:
             raise RuntimeError("publisher already started")
@@ -287,7 +288,7 @@ class EventPublisher:
             self._closed = True
         return ok
 
-    def __enter__(self) -> "EventPublisher":
+    def __enter__(self) -> EventPublisher:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

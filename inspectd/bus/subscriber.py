@@ -19,8 +19,9 @@ a restart, reported as such, not as a gap.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import zmq
 
@@ -151,7 +152,7 @@ class EventSubscriber:
             track = "seq" if b"" in prefixes else "kind_seq"
 
         def covers(kind: str, camera: str) -> bool:
-            full = f"{kind}/{camera}/".encode("utf-8")
+            full = f"{kind}/{camera}/".encode()
             return any(full.startswith(p) for p in prefixes)
 
         self.tracker = GapTracker(track, covers)
@@ -224,7 +225,7 @@ class EventSubscriber:
         if self._own_ctx:
             self._ctx.term()
 
-    def __enter__(self) -> "EventSubscriber":
+    def __enter__(self) -> EventSubscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from inspectd.config import CAMERA_ID, DaemonConfig
 from inspectd.errors import ConfigError
 
-
 # Config keys that a command-line option of run/replay may set, and the option.
 OPTION_KEYS = {"camera": "--camera", "bus.publish": "--publish", "inference.model": "--model"}
 

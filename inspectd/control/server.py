@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 import zmq
@@ -50,7 +51,7 @@ class ControlServer:
         self.requests = 0
         self.errors = 0
 
-    def start(self) -> "ControlServer":
+    def start(self) -> ControlServer:
         curve = None
         if self.cfg.curve.enabled:
             curve = CurveServer.load(self.cfg.curve.server_secret_key, self.cfg.curve.allowed_clients_dir,

@@ -43,7 +43,7 @@ class ConfusionMatrix:
             raise ValueError(f"prediction values must be 0..{n - 1}: found {p.min()}..{p.max()}")
         self.matrix += np.bincount(t * n + p, minlength=n * n).reshape(n, n)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add another matrix over the same classes (e.g. from another worker)."""
         if other.class_names != self.class_names:
             raise ValueError("cannot merge confusion matrices over different classes")

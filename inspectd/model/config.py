@@ -94,10 +94,10 @@ class ModelConfig:
         return to_mapping(self)
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "model config") -> "ModelConfig":
+    def from_dict(cls, data: dict, where: str = "model config") -> ModelConfig:
         return from_mapping(cls, data, where)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -17,7 +17,7 @@ class InferenceGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
 
-    def train(self, mode: bool = True) -> "InferenceGraph":  # always an inference graph
+    def train(self, mode: bool = True) -> InferenceGraph:  # always an inference graph
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from inspectd.model.blocks import make_divisible
 from inspectd.model.config import ModelConfig
 from inspectd.model.det_head import PAN, DetectHead
 from inspectd.model.encoder import Encoder
 from inspectd.model.seg_head import AuxSegHead, SegHead
-from inspectd.model.blocks import make_divisible
 
 GROUPS = ("encoder", "detection", "segmentation")
 
@@ -69,7 +69,7 @@ class MultiTaskNet(nn.Module):
     def frozen(self) -> set[str]:
         return set(self._frozen)
 
-    def train(self, mode: bool = True) -> "MultiTaskNet":
+    def train(self, mode: bool = True) -> MultiTaskNet:
         super().train(mode)
         for g in self._frozen:  # frozen parts keep their BatchNorm statistics
             for m in self.group_modules(g):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
 
@@ -40,7 +41,7 @@ class AlarmThread:
         self.errors = 0
         self._drop_logged = False
 
-    def start(self) -> "AlarmThread":
+    def start(self) -> AlarmThread:
         self._thread.start()
         return self
 

@@ -19,8 +19,9 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import CoilMark, Frame, FrameMeta

@@ -49,7 +49,7 @@ class FrameMeta:
     coil: CoilMark | None = None
 
     @classmethod
-    def of(cls, frame: Frame) -> "FrameMeta":
+    def of(cls, frame: Frame) -> FrameMeta:
         h, w = frame.image.shape[:2]
         return cls(
             index=frame.index, camera=frame.camera, capture_ns=frame.capture_ns,

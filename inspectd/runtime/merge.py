@@ -18,8 +18,9 @@ The class names are the model's (a model trained on a plant's own data names its
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -113,7 +114,7 @@ class SegComponents:
     names: list[str]      # [C] class names
 
     @classmethod
-    def empty(cls) -> "SegComponents":
+    def empty(cls) -> SegComponents:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
 
 
@@ -172,7 +173,7 @@ def seg_components(labels: np.ndarray, conf: np.ndarray, seg_class_names: Sequen
     return SegComponents(np.concatenate(boxes), np.concatenate(areas), np.concatenate(scores), names)
 
 
-def _as_label_map(seg: "np.ndarray | tuple[np.ndarray, np.ndarray]") -> tuple[np.ndarray, np.ndarray]:
+def _as_label_map(seg: np.ndarray | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(seg, tuple):
         labels, conf = seg
         return labels, conf
@@ -182,7 +183,7 @@ def _as_label_map(seg: "np.ndarray | tuple[np.ndarray, np.ndarray]") -> tuple[np
 
 
 def merge_frame(dets: tuple[np.ndarray, np.ndarray, np.ndarray],
-                seg: "np.ndarray | tuple[np.ndarray, np.ndarray] | SegComponents | None",
+                seg: np.ndarray | tuple[np.ndarray, np.ndarray] | SegComponents | None,
                 config: MergeConfig, class_names: Sequence[str],
                 seg_class_names: Sequence[str]) -> tuple[list[Defect], Status]:
     """One frame's defects and status from its detections and segmentation.

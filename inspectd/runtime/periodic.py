@@ -143,7 +143,7 @@ class _Mark:
     def wh(self) -> np.ndarray:
         return np.array([self.x2 - self.x1, self.y2 - self.y1])
 
-    def join(self, o: "_Mark") -> None:
+    def join(self, o: _Mark) -> None:
         self.x1, self.y1 = min(self.x1, o.x1), min(self.y1, o.y1)
         self.x2, self.y2 = max(self.x2, o.x2), max(self.y2, o.y2)
         if o.score > self.score:
@@ -186,7 +186,7 @@ class _Chains:
     def cross(self) -> np.ndarray:
         return self.x_sum / self.n
 
-    def add(self, firsts: list["_Mark"], cols: np.ndarray, last: "_Mark") -> range:
+    def add(self, firsts: list[_Mark], cols: np.ndarray, last: _Mark) -> range:
         """Two-mark chains from each of ``firsts`` (their x, y, w, h rows: ``cols``) to ``last``;
         returns their indices."""
         n, k = len(self.n), len(firsts)
@@ -202,7 +202,7 @@ class _Chains:
         self.last += [last] * k
         return range(n, n + k)
 
-    def extend(self, i: int, m: "_Mark", k: int) -> None:
+    def extend(self, i: int, m: _Mark, k: int) -> None:
         self.n[i] += 1
         self.turns[i] += k
         self.x_sum[i] += m.x

@@ -29,8 +29,9 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 
@@ -112,7 +113,7 @@ class Pipeline:
         tap: Tap | None = None,
         annotate_path: str | None = None,
         notifier: Notifier | None = None,
-        on_tick: Callable[["Pipeline"], None] | None = None,
+        on_tick: Callable[[Pipeline], None] | None = None,
         handle_signals: bool = True,
         self_test: bool = True,
         coil: str | None = None,
@@ -147,11 +148,11 @@ class Pipeline:
         from inspectd.bus.messages import EventEncoder
         from inspectd.bus.publisher import EventPublisher
         from inspectd.line import position_fn, strip_position_m
-        from inspectd.runtime.coils import CoilDesk, CoilTracker
         from inspectd.runtime.alarm_thread import AlarmThread
-        from inspectd.runtime.periodic import PeriodicDetector, check_classes
         from inspectd.runtime.camera_process import acquisition_for, ring_for
+        from inspectd.runtime.coils import CoilDesk, CoilTracker
         from inspectd.runtime.inference import InferenceStage
+        from inspectd.runtime.periodic import PeriodicDetector, check_classes
         from inspectd.runtime.sources import open_source
 
         self.annotator = None

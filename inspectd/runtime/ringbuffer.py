@@ -31,8 +31,8 @@ import enum
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -174,7 +174,7 @@ class RingBuffer:
         on_drop: Callable[[FrameMeta], None] | None = None,
         shape: tuple[int, ...] | None = None,
         store: np.ndarray | None = None,
-    ) -> "RingBuffer":
+    ) -> RingBuffer:
         return cls(cfg.slots, cfg.policy, on_drop, shape=shape, block_timeout_s=cfg.block_timeout_s,
                    store=store)
 

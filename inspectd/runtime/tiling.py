@@ -85,7 +85,7 @@ class TileGrid:
     own_x: np.ndarray       # [nx, 2] columns each tile column owns
 
     @classmethod
-    def build(cls, frame_h: int, frame_w: int, tile_h: int, tile_w: int, overlap: int) -> "TileGrid":
+    def build(cls, frame_h: int, frame_w: int, tile_h: int, tile_w: int, overlap: int) -> TileGrid:
         ys = axis_starts(frame_h, tile_h, overlap)
         xs = axis_starts(frame_w, tile_w, overlap)
         return cls(frame_h, frame_w, tile_h, tile_w, overlap, ys, xs,

@@ -11,8 +11,9 @@ import contextlib
 import os
 import re
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from inspectd.errors import InspectdError

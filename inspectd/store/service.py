@@ -11,8 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import zmq
 
@@ -21,7 +21,6 @@ from inspectd.bus.curve import CurveClient
 from inspectd.store.database import Database
 from inspectd.store.retention import Retention, RetentionPolicy
 from inspectd.store.writer import GapRecord, StoreWriter
-
 
 _STOP = object()
 _RETENTION = object()

@@ -1,7 +1,8 @@
 """What every frame source (camera, video file, image folder) offers the acquisition thread."""
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from inspectd.runtime.frame import Frame
 

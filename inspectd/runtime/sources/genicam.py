@@ -110,7 +110,7 @@ def quiet_harvesters_logging() -> None:
             lg.addFilter(_OneLineRecord())
 
 
-def open_harvester(cti: list[Path]) -> "Harvester":
+def open_harvester(cti: list[Path]) -> Harvester:
     """A Harvester with these producers loaded and its device list filled."""
     from harvesters.core import Harvester
 
@@ -149,7 +149,7 @@ def _info(info: Any, name: str) -> str:
     return "" if value is None else str(value)
 
 
-def list_devices(h: "Harvester") -> list[DeviceRow]:
+def list_devices(h: Harvester) -> list[DeviceRow]:
     return [
         DeviceRow(i, _info(d, "vendor"), _info(d, "model"), _info(d, "serial_number"),
                   _info(d, "id_"), _info(d, "tl_type"))
@@ -272,7 +272,7 @@ class GenICamSource:
             self.stop()
             raise
 
-    def _open(self, row: DeviceRow) -> "ImageAcquirer":
+    def _open(self, row: DeviceRow) -> ImageAcquirer:
         assert self._h is not None
         from harvesters.core import ParameterKey, ParameterSet
 
@@ -357,7 +357,7 @@ class GenICamSource:
             g.copy_into(self._staging)
         return g.frame(self._staging)
 
-    def grab(self) -> "Grab":
+    def grab(self) -> Grab:
         """Fetch the next buffer and hold it (``read`` without the copy): the caller copies
         the pixels where it wants them (``copy_into``, one copy into a shared-memory slot)
         and releases it soon (``with``), or the producer runs out of buffers.
@@ -504,7 +504,7 @@ class Grab:
         if buffer is not None:
             buffer.queue()
 
-    def __enter__(self) -> "Grab":
+    def __enter__(self) -> Grab:
         return self
 
     def __exit__(self, *exc: object) -> None:
