@@ -73,13 +73,13 @@ class _Blame:
 
     def error(self, msg: str, key: str, message_names_key: bool = True) -> InspectdError:
         m = _LEADING_KEY.match(msg)
-        names = m is not None and m.group(1).split(".")[0] in _SECTIONS \
-            and ("." in m.group(1) or m.group(2) == ":")
+        named, sep, body = (m.group(1), m.group(2), msg[m.end():].lstrip()) if m else ("", "", msg)
+        names = named.split(".")[0] in _SECTIONS and ("." in named or sep == ":")
         if names and message_names_key:
-            key = m.group(1)
+            key = named
         option = self.given.get(key) or self.usage.get(key)
         if option is not None:
-            body = msg[m.end():].lstrip() if names and m.group(2) == ":" else msg
+            body = body if names and sep == ":" else msg
             return (UsageError if key in self.usage else ConfigError)(f"{option}: {body}")
         return ConfigError(f"{self.where}: {msg}" if names else f"{self.where}: {key}: {msg}")
 
@@ -167,6 +167,7 @@ def _self_test(cfg: "DaemonConfig", backend: "Backend", shape: tuple[int, ...] |
 
 def _check_source(cfg: "DaemonConfig") -> tuple[Any, tuple[int, ...] | None, str]:
     src = cfg.source
+    shape: tuple[int, ...] | None
     if src.kind in ("video", "folder"):
         from inspectd.runtime.sources import open_source
         source = open_source(src, cfg.camera, None)      # opens the file, decodes the first frame
