@@ -4,7 +4,8 @@ Only the network's own nodes (``/model/...`` in the exported graph: convolutions
 activations, concatenations, resizes) are quantised, and not its last layers: the heads'
 output convolutions and what follows them stay fp32, so the raw box, objectness and class
 logits and the segmentation logits are not rounded to 256 levels per tensor. The tail stays
-fp32 too: box decoding (pixel coordinates), the softmax and the label outputs. Weights are quantised per output channel (symmetric int8), activations
+fp32 too: box decoding (pixel coordinates), the softmax and the label outputs. Weights are
+quantised per output channel (symmetric int8), activations
 per tensor (asymmetric uint8) with ranges calibrated on real tiles: a few dozen NEU
 training images, padded exactly as training and evaluation pad them.
 """

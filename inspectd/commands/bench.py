@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         model=Path(args.model).expanduser() if args.model else None,
         frames=args.frames, frame_size=args.frame_size, backends=backends,
         pipeline_backend=args.pipeline_backend, rate=args.rate, threads=args.threads,
-        in_flight=args.in_flight, streams=args.streams, calib_data=calib, workdir=Path(args.workdir).expanduser() if args.workdir else None,
+        in_flight=args.in_flight, streams=args.streams, calib_data=calib,
+        workdir=Path(args.workdir).expanduser() if args.workdir else None,
     ))
     sys.stdout.write(markdown(result))
     sys.stdout.flush()

@@ -79,7 +79,9 @@ def summary(msg: dict[str, Any], extra_parts: int) -> str:
     if kind == "heartbeat":
         return f"{head} alive, last frame {msg.get('last_frame')}, up {msg.get('uptime_s', 0):.0f} s"
     if kind == "status":
-        return f"{head} {json.dumps(msg.get('counters', {}), separators=(',', ':'))} bus {json.dumps(msg.get('bus', {}), separators=(',', ':'))}"
+        compact = (",", ":")
+        return (f"{head} {json.dumps(msg.get('counters', {}), separators=compact)} "
+                f"bus {json.dumps(msg.get('bus', {}), separators=compact)}")
     if kind == "coil_start":
         return f"{head} coil {msg['coil']} STARTED" + (f", width {msg['width_mm']:g} mm" if msg.get("width_mm") else "")
     if kind == "coil_end":

@@ -88,7 +88,7 @@ class DetectionLoss:
                 gxy = t[:, 2:4]
                 gxi = torch.tensor([w, h], device=dev) - gxy
                 j, k = ((gxy % 1 < g) & (gxy > 1)).T
-                l, m = ((gxi % 1 < g) & (gxi > 1)).T
+                l, m = ((gxi % 1 < g) & (gxi > 1)).T  # noqa: E741 - YOLOv5's names for the 5 offsets
                 j = torch.stack((torch.ones_like(j), j, k, l, m))
                 t = t.repeat((5, 1, 1))[j]
                 offsets = (torch.zeros_like(gxy)[None] + off[:, None])[j]

@@ -98,7 +98,8 @@ class Pipeline:
     The stages are built from ``cfg`` unless given (tests pass a slow backend or a
     prepared source; ``self_test=False`` skips the start-up self-test, for stand-ins that
     count their calls). ``realtime``: pace a recording at its frame rate; None paces it
-    when its rate is known (``run``: a recording stands in for a camera). ``tap(topic, payload)`` sees every message the publisher sends,
+    when its rate is known (``run``: a recording stands in for a camera). ``tap(topic, payload)``
+    sees every message the publisher sends,
     from the publisher's thread. ``on_tick(pipeline)`` is called by the supervisor about
     every ``service.status_interval_s`` (replay's progress line).
     """

@@ -120,7 +120,8 @@ def run_self_test(stage, frame_shape: tuple[int, ...], where: str) -> dict:
         except InspectdError:
             raise
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot run the model at all
-            raise _fail(where, f"the model call raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise _fail(where, f"the model call raised {type(exc).__name__}: {first}") from None
         out = tuple(np.array(a, copy=True) for a in out)    # a backend may reuse its buffers
         check_outputs(where, out, n, stage.backend)
         outs.append(out)

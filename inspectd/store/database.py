@@ -181,7 +181,7 @@ class PostgresDatabase:
                                 BAD_DB_EXIT) from None
         self._psycopg = psycopg
         try:
-            urlsplit(url).port
+            urlsplit(url).port  # noqa: B018 - reading .port validates it (ValueError)
         except ValueError as exc:
             raise InspectdError(f"--db {self.where}: invalid PostgreSQL URL: {exc}") from None
         try:

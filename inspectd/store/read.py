@@ -45,7 +45,7 @@ def line_now(db: Database, now_ns: int | None = None) -> dict[str, Any]:
                         "ORDER BY id DESC LIMIT ?", (camera, RATE_WINDOW))
         strip = []
         latencies = []
-        for i, (vid, frame, status, cap, inf_end, pub_ns, pos, coil, coil_pos, payload) in enumerate(rows):
+        for i, (vid, frame, status, cap, inf_end, _pub_ns, pos, coil, coil_pos, payload) in enumerate(rows):
             if cap is not None and inf_end is not None:
                 latencies.append((inf_end - cap) / 1e6)
             if i < RECENT_VERDICTS:

@@ -2,7 +2,8 @@
 
 One thread receives and turns messages into rows, another commits them: a batch is handed
 over when it holds ``batch_max`` messages or its first message has waited ``batch_ms``. While
-commits fall behind, ZeroMQ keeps what arrives (up to ``rcv_hwm`` messages; beyond that the publisher drops this subscriber's messages and
+commits fall behind, ZeroMQ keeps what arrives (up to ``rcv_hwm`` messages; beyond that the
+publisher drops this subscriber's messages and
 the next one received records the gap). The store takes every topic, so it follows ``seq``,
 which numbers every message of a publisher.
 """
