@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import signal
 import sys
 import threading
 import time
@@ -248,13 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     logic = ActuatorLogic(args.camera, args.silence_factor, default_span_s=args.default_span_s,
                           max_age_ms=args.max_age_ms)
     stop = threading.Event()
+
+    def on_term(signum, frame):     # systemd stops with SIGTERM: same as Ctrl-C
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
     try:
         run(sub, logic, PrintGate(), stop)
     except KeyboardInterrupt:
         pass
     finally:
         sub.close()
-        print(f"actuator: {logic.summary()}", file=sys.stderr, flush=True)
+        print(f"actuator summary: {logic.summary()}", file=sys.stderr, flush=True)
     return 0
 
 
