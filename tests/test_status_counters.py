@@ -4,6 +4,9 @@ every frame of the source, also those the camera lost before they reached the ri
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+
+import pytest
 
 from inspectd.config import default_config
 from inspectd.runtime.pipeline import Pipeline
@@ -73,3 +76,44 @@ def test_identity_holds_when_the_camera_skips_frames(tmp_path):
     for c in statuses:
         off = c["captured"] - (c["inspected"] + c["uninspected"] + c["queued"] + c["in_flight"])
         assert abs(off) <= cfg.ring.slots + cfg.inference.in_flight, c
+
+
+def _viky():
+    try:
+        import genicam
+    except ImportError:
+        return None
+    cti = Path(genicam.__file__).with_name("viky.cti")
+    return cti if cti.is_file() else None
+
+
+@pytest.mark.skipif(_viky() is None, reason="viky.cti is not installed")
+def test_identity_holds_with_the_simulated_camera_skipping_frames():
+    """The simulated GenICam camera at 200 frames/s, few buffers, and a model that takes 40 ms
+    under the `block` policy: the camera skips frames (frame-id gaps), and the status counts them."""
+    cfg = default_config()
+    cfg.source.kind = "genicam"
+    g = cfg.source.genicam
+    g.cti, g.serial, g.width, g.height, g.frame_rate, g.buffers = [str(_viky())], "1", 200, 200, 200.0, 3
+    cfg.ring.slots = 2
+    cfg.ring.policy = OverflowPolicy.block
+    cfg.service.status_interval_s = 0.1
+    cfg.bus.publish = None
+    statuses: list[dict] = []
+
+    def tap(topic, msg):
+        if msg["kind"] == "status":
+            statuses.append(msg["counters"])
+
+    pipe = Pipeline(cfg, backend=ThresholdBackend(delay_s=0.04), tap=tap, handle_signals=False, self_test=False)
+    stopper = threading.Timer(2.5, pipe.request_stop)
+    stopper.start()
+    try:
+        result = pipe.run()
+    finally:
+        stopper.cancel()
+    assert result.exit_code == 0, result.error
+    final = statuses[-1]
+    assert final["uninspected_by_reason"].get("camera_lost", 0) > 0, final    # the camera did skip
+    assert final["captured"] == final["inspected"] + final["uninspected"] + final["queued"] + final["in_flight"]
+    assert final["queued"] == final["in_flight"] == 0
