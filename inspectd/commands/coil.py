@@ -22,21 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "says closed_by next_start). Prints one line per daemon; exit status 1 if a daemon "
             "did not answer within --timeout or refused the request."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
-    start = sub.add_parser("start", help="a coil starts: its head reaches the camera now",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    start = sub.add_parser("start", help="a coil starts: its head reaches the camera now")
     start.add_argument("coil", metavar="ID", help="coil id: 1 to 64 letters, digits or _ . : # + / -")
     start.add_argument("--width-mm", type=float, default=None, metavar="W", help="strip width in millimetres")
     start.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                        help="more about the coil, e.g. grade=S235JR (repeatable; kept in its events)")
-    end = sub.add_parser("end", help="the open coil ends: its tail has passed the camera",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    end = sub.add_parser("end", help="the open coil ends: its tail has passed the camera")
     end.add_argument("coil", nargs="?", metavar="ID",
                      help="end only if this is the open coil (a safeguard against ending the wrong one)")
-    sub.add_parser("status", help="print the open coil", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub.add_parser("status", help="print the open coil")
     for q in (start, end, sub.choices["status"]):
         _common(q)
     p.set_defaults(func=run)
@@ -49,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"a daemon's control socket (repeatable: every camera of the line); default: "
                         f"control.address of --config, else {DEFAULT_CLIENT_ADDRESS}")
     p.add_argument("--config", metavar="FILE", help="take the address from this daemon config's control.address")
-    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for each answer")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="seconds to wait for each answer (3)")
     p.add_argument("--curve-server-key", default=None, metavar="FILE",
                    help="the daemon's public key file (NAME.key) when its control socket uses CurveZMQ")
     p.add_argument("--curve-client-key", default=None, metavar="FILE",
