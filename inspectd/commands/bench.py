@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 NAME = "bench"
@@ -62,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: a <model>.int8.onnx next to the checkpoint if there is one, else "
                         "the bench frames)")
     p.add_argument("--workdir", metavar="DIR", help="keep the recording here (default: a temporary folder)")
+    p.add_argument("--peers", action="store_true",
+                   help="peer comparison instead: the exported model against Ultralytics YOLO11n-seg and "
+                        "YOLO11n (random weights, exported to ONNX at the same input size) on OpenVINO, bf16 "
+                        "and fp32, interleaved in one run, reported as ratios. Needs the optional extra "
+                        "inspectd[bench-peers]; without it, says so in one line and skips them")
+    p.add_argument("--peer-rounds", type=int, default=8, metavar="N",
+                   help="--peers: interleaved rounds, 40 calls per model and precision each (default: 8)")
     p.add_argument("--camera-fps", metavar="LIST",
                    help="camera mode instead: comma-separated frame rates of the viky GenICam simulator "
                         "('max' for its maximum, 200 at 200x200), e.g. 'max,20'. In one run: the pipeline on "
@@ -104,6 +112,21 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(LogConfig(level="warning", verdicts="none"))
 
     from inspectd.bench import BenchOptions, markdown, run_bench
+
+    if args.peers:
+        from inspectd.bench import resolve_model
+        from inspectd.bench_peers import markdown as peers_markdown
+        from inspectd.bench_peers import run_peers
+
+        with tempfile.TemporaryDirectory(prefix="inspectd-bench-") as tmp:
+            checkpoint, _ = resolve_model(BenchOptions(model=Path(args.model).expanduser() if args.model else None),
+                                          Path(tmp), lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+            result = run_peers(checkpoint, threads=args.threads, rounds=args.peer_rounds)
+        sys.stdout.write(peers_markdown(result))
+        sys.stdout.flush()
+        if json_path is not None:
+            json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        return 0
 
     if args.camera_fps:
         from inspectd.bench_camera import markdown as camera_markdown
