@@ -298,7 +298,7 @@ def write_recording(path: Path, frames: int, size: tuple[int, int], fps: float =
     h, w = size
     pool = _texture_pool()
     source = f"cut from {SAMPLE.name}" if SAMPLE.is_file() else "synthetic texture"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h), False)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), fps, (w, h), False)
     if not writer.isOpened():
         raise InspectdError(f"bench: OpenCV cannot write an FFV1 recording at {path}")
     try:

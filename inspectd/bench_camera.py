@@ -113,7 +113,7 @@ def write_ffv1(path: Path, frames: list[np.ndarray], fps: float = 50.0) -> None:
     import cv2
 
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h), False)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), fps, (w, h), False)
     if not writer.isOpened():
         raise InspectdError(f"bench: OpenCV cannot write an FFV1 recording at {path}")
     try:

@@ -13,7 +13,7 @@ import enum
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -132,7 +132,7 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             bad()
-        return from_mapping(tp, value, where, prefix=key)
+        return from_mapping(cast(type, tp), value, where, prefix=key)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
@@ -176,7 +176,7 @@ def from_mapping(cls: type[T], data: dict[str, Any] | None, where: str, prefix: 
     """Build dataclass ``cls`` from ``data``; ``where`` names the file for errors."""
     data = dict(data or {})
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cast(Any, cls)) if f.init}
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)

@@ -62,7 +62,7 @@ def _static_fields(fields: dict[str, Any]):
 
 def _key_order(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     """timestamp, level, event first: a JSON line a person can still scan."""
-    head = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    head: dict[str, Any] = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
     head.update(event)
     return head
 
@@ -93,17 +93,20 @@ def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = Non
     structlog's context variables, and the journal of several cameras needs it).
     """
     cfg = cfg or LogConfig()
-    stream = _CurrentStderr() if stream is None else stream
-    fmt = resolve_format(cfg.format, stream)
+    # Any: a text stream, or the stand-in that writes to the current sys.stderr.
+    out: Any = _CurrentStderr() if stream is None else stream
+    fmt = resolve_format(cfg.format, out)
     level = getattr(logging, cfg.level.upper())
 
-    shared: list = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fields:
         shared.append(_static_fields(dict(fields)))
+    renderer: Any
+    shared_tail: list[Any]
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
         # Exceptions become a "exception" string field instead of a multi-line dump.
@@ -111,7 +114,7 @@ def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = Non
     else:
         colors = False
         try:
-            colors = stream.isatty() and not os.environ.get("NO_COLOR")
+            colors = out.isatty() and not os.environ.get("NO_COLOR")
         except (AttributeError, ValueError):
             pass
         renderer = structlog.dev.ConsoleRenderer(colors=colors)
@@ -120,12 +123,12 @@ def configure_logging(cfg: LogConfig | None = None, stream: IO[str] | None = Non
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), *shared_tail, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
 
     # Third-party libraries log through the stdlib; render them the same way.
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

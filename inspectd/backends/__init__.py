@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -104,8 +104,9 @@ def create_backend(cfg: InferenceConfig) -> Backend:
     log.info("inference_backend", backend=choice.backend, precision=choice.precision, device=choice.device,
              reason=choice.reason, requested=cfg.backend)
     if choice.backend != cfg.backend or choice.precision != getattr(cfg, "precision", choice.precision):
-        cfg = dataclasses.replace(cfg, backend=choice.backend, device=choice.device,
-                                  precision=choice.precision if choice.backend == "openvino" else "fp32")
+        # The choice's values are among the config's literals (cuda may carry an index).
+        cfg = dataclasses.replace(cfg, backend=cast(Any, choice.backend), device=cast(Any, choice.device),
+                                  precision=cast(Any, choice.precision if choice.backend == "openvino" else "fp32"))
     if cfg.backend == "torch":
         from inspectd.backends.torch_backend import TorchBackend
         return TorchBackend(path, device=cfg.device, half=cfg.half, threads=cfg.threads,

@@ -36,7 +36,7 @@ def calibration_tiles(data_dir: str | Path, stems: Sequence[str], model: OnnxMod
     picks = [stems[i] for i in np.linspace(0, len(stems) - 1, min(count, len(stems))).round().astype(int)]
     cfg = model.config
     ds = NeuDataset(data_dir, picks, cfg.class_names, cfg.seg_class_names, in_channels=cfg.in_channels,
-                    input_size=tuple(cfg.input_size), augment=None)
+                    input_size=(cfg.input_size[0], cfg.input_size[1]), augment=None)
     return np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
 
 

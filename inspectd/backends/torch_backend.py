@@ -168,6 +168,6 @@ class TorchBackend:
         self._closed = True
         self._in_host = self._in_dev = None
         self._host_out = {}
-        self.graph = None
+        self.graph = None  # type: ignore[assignment]  # released; infer() checks _closed first
         if self.cuda:
             torch.cuda.empty_cache()

@@ -111,7 +111,11 @@ class CurveServer:
     allowed: tuple[bytes, ...]
 
     @classmethod
-    def load(cls, secret_key_file: str | Path, allowed_dir: str | Path, what: str = "bus.curve") -> CurveServer:
+    def load(cls, secret_key_file: str | Path | None, allowed_dir: str | Path | None,
+             what: str = "bus.curve") -> CurveServer:
+        # The config's validation requires both keys when curve is enabled; None here is a bug.
+        if secret_key_file is None or allowed_dir is None:
+            raise InspectdError(f"{what}: server_secret_key and allowed_clients_dir are both required")
         public, secret = load_secret_key(secret_key_file, f"{what}.server_secret_key")
         allowed = allowed_client_keys(allowed_dir, f"{what}.allowed_clients_dir")
         return cls(public, secret, Path(allowed_dir), tuple(allowed))

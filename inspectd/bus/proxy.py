@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import zmq
 
 from inspectd.bus.address import parse_address
 from inspectd.bus.curve import CurveClient, CurveServer
 from inspectd.errors import InspectdError
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 
 class EventProxy:
@@ -45,7 +49,7 @@ class EventProxy:
         self.out_endpoint: str | None = None
         self.forwarded = 0          # messages passed to subscribers
         self.subscriptions = 0      # (un)subscriptions passed to publishers
-        self._auth = None
+        self._auth: ThreadAuthenticator | None = None
 
     def start(self) -> EventProxy:
         self._thread = threading.Thread(target=self._main, name="event-proxy", daemon=True)

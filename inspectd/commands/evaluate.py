@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     )
     result.info["split"] = args.split if named else str(split)
 
+    pr_png: Path | None
+    cm_png: Path | None
     if args.plots:
         plot_dir = Path(args.plots).expanduser()
         plot_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         from inspectd.metrics.plots import plot_confusion_matrix, plot_pr_curves
 
         plot_pr_curves(result.detection, pr_png)
-        plot_confusion_matrix(result.segmentation, cm_png)
+        if cm_png is not None:
+            plot_confusion_matrix(result.segmentation, cm_png)
         result.info["plots"] = {"pr_curves": str(pr_png), "confusion_matrix": str(cm_png)}
 
     sys.stdout.write(result.markdown())

@@ -295,12 +295,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if out_file is not None:
             # Verdicts are whole lines up to the stop; only a failed write leaves a broken file.
-            out_file.finish(keep=tap.error is None and result is not None)
+            out_file.finish(keep=tap is not None and tap.error is None and result is not None)
     console.clear()
 
-    if tap is not None and isinstance(tap.error, BrokenPipeError) and out_stream is sys.stdout:
+    if tap is not None and isinstance(tap.error, BrokenPipeError) and out_stream is not None \
+            and out_stream is sys.stdout:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, out_stream.fileno())
         return 0
     c = result.counters
     if not args.quiet:

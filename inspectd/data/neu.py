@@ -47,8 +47,10 @@ def parse_voc(path: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarra
             raise InspectdError(f"annotation {path}: unknown class {name!r} (known: {', '.join(class_names)})")
         bb = obj.find("bndbox")
         try:
-            x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (AttributeError, TypeError, ValueError):
+            if bb is None:
+                raise ValueError("no bndbox")
+            x1, y1, x2, y2 = (float(bb.findtext(k) or "") for k in ("xmin", "ymin", "xmax", "ymax"))
+        except ValueError:
             raise InspectdError(f"annotation {path}: object {name!r} has no valid bndbox") from None
         boxes.append((x1, y1, x2, y2))
         classes.append(class_names.index(name))

@@ -73,7 +73,7 @@ class DefectDataset(Dataset):
     def __init__(self, samples: list[Sample], input_size: Sequence[int] = (224, 224),
                  augment: Augment | None = None, seed: int = 0):
         self.samples = samples
-        self.input_size = tuple(input_size)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
         if augment is None:
             # Scored whole: a larger image would lose what lies past the input (training crops).
             for s in samples:

@@ -94,7 +94,7 @@ class DetectionLoss:
                 offsets = (torch.zeros_like(gxy)[None] + off[:, None])[j]
             else:
                 t = targets[0]
-                offsets = 0
+                offsets = torch.zeros(())
             bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
             a, (b, c) = a.long().view(-1), bc.long().T
             gij = (gxy - offsets).long()

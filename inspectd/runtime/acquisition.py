@@ -115,7 +115,8 @@ class AcquisitionThread(threading.Thread):
                 now = time.monotonic_ns()
                 next_due = max(next_due, now - period_ns) + period_ns
                 frame.capture_ns, frame.capture_wall_ns = now, time.time_ns()
-            if prev_index is not None and frame.index > prev_index + 1:
+            if prev_index is not None and prev_ns is not None and prev_wall is not None \
+                    and frame.index > prev_index + 1:
                 self._report_lost(frame, prev_index, prev_ns, prev_wall, prev_fid)
             prev_index, prev_ns, prev_wall, prev_fid = frame.index, frame.capture_ns, frame.capture_wall_ns, frame.camera_frame_id
             if self.on_frame is not None:

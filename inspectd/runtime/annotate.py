@@ -136,7 +136,7 @@ class VideoSink:
         tries.append(("MJPG", self.requested.with_suffix(".avi")))
         for fourcc, path in tries:
             partial = self._partial_of(path)
-            writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*fourcc), self.fps, size)
+            writer = cv2.VideoWriter(str(partial), cv2.VideoWriter.fourcc(*fourcc), self.fps, size)
             if writer.isOpened():
                 if path != self.requested:
                     log.warning(
@@ -168,6 +168,7 @@ class VideoSink:
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             self._open((image.shape[1], image.shape[0]))
+        assert self._writer is not None         # _open raised otherwise
         self._writer.write(image)
         self.frames += 1
         self._check_space()

@@ -406,5 +406,5 @@ def check_ring_memory(slots: int, shape: tuple[int, ...], dtype: np.dtype | type
     return total
 
 
-def _describe(shape: tuple[int, ...], dtype: np.dtype) -> str:
+def _describe(shape: tuple[int, ...], dtype: np.dtype | type) -> str:
     return " x ".join(str(s) for s in shape) + f" {np.dtype(dtype).name}"

@@ -50,7 +50,7 @@ def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
     if not over.any():
         return keep
     for _ in range(k):
-        new = ~(over & keep[:, None]).any(0)
+        new = np.asarray(~(over & keep[:, None]).any(0))
         if np.array_equal(new, keep):
             break
         keep = new

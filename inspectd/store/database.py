@@ -36,6 +36,7 @@ class Database(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
     def size_bytes(self) -> int: ...
+    def shrink(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -229,7 +230,9 @@ class PostgresDatabase:
             self._depth = 0
 
     def size_bytes(self) -> int:
-        return int(self.conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+        row = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        assert row is not None  # an aggregate returns one row
+        return int(row[0])
 
     def shrink(self) -> None:
         """Make deleted rows' space reusable now (VACUUM; the files keep their size)."""

@@ -127,6 +127,7 @@ class StoreService:
                 continue                      # drain: the receiving thread is told and stops
             try:
                 if item is _RETENTION:
+                    assert self.retention is not None      # queued only when there is one
                     self.retention.run()
                 else:
                     self.writer.commit(item)

@@ -324,7 +324,8 @@ class StoreWriter:
         length = _num(msg.get("frame_length_m"))
         base = coil_pos if coil_pos is not None else strip
         coil = self._coil_of(msg, camera, None if base is None else base + (length or 0.0), now)
-        defects = msg.get("defects") if isinstance(msg.get("defects"), list) else []
+        raw = msg.get("defects")
+        defects = raw if isinstance(raw, list) else []
         capture = _int(msg.get("capture_wall_ns"))
         self._pending.verdicts.append((
             pub, seq, camera, coil, _int(msg.get("frame")), _str(msg.get("status")), len(defects), capture,
@@ -344,7 +345,8 @@ class StoreWriter:
                     coil: str | None, frame: int | None, strip: float | None, base: float | None,
                     verdict_status: str | None, capture: int | None, now: int, crop: str | None,
                     payload: str | None) -> tuple:
-        box = d.get("box") if isinstance(d.get("box"), list) and len(d["box"]) == 4 else [None] * 4
+        raw = d.get("box")
+        box = raw if isinstance(raw, list) and len(raw) == 4 else [None] * 4
         box_mm = d.get("box_mm") if isinstance(d.get("box_mm"), list) and len(d["box_mm"]) == 4 else None
         pos = pos_end = base
         x1_mm = x2_mm = None

@@ -45,12 +45,12 @@ class Grade:
         for cls, limit in self.max_defects.items():
             if counts.get(cls, 0) > limit:
                 out.append(f"{counts.get(cls, 0)} {cls} > {limit}")
-        length = s.get("length_m") or 0.0
-        for cls, limit in self.max_per_100m.items():
+        length = float(s.get("length_m") or 0.0)
+        for cls, rate_limit in self.max_per_100m.items():
             n = counts.get(cls, 0)
             per = n * 100.0 / length if length > 0 else (float("inf") if n else 0.0)
-            if per > limit:
-                out.append(f"{per:.1f} {cls}/100 m > {limit:g}")
+            if per > rate_limit:
+                out.append(f"{per:.1f} {cls}/100 m > {rate_limit:g}")
         if self.max_reject_frames is not None and s.get("reject_frames", 0) > self.max_reject_frames:
             out.append(f"{s.get('reject_frames')} reject frames > {self.max_reject_frames}")
         if self.max_uninspected_m is not None and (s.get("uninspected_m") or 0.0) > self.max_uninspected_m:

@@ -45,7 +45,7 @@ class FolderSource:
         self._flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
         first = self._load(self.files[0])
         self.frame_shape: tuple[int, ...] = tuple(first.shape)
-        self._next = first
+        self._next: np.ndarray | None = first
         self._index = 0
         self._passes = 0
 

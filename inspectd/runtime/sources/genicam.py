@@ -276,7 +276,7 @@ class GenICamSource:
         assert self._h is not None
         from harvesters.core import ParameterKey, ParameterSet
 
-        params = {ParameterKey.ENABLE_AUTO_CHUNK_DATA_UPDATE: False}   # no chunk data used: 0.5 ms a frame
+        params: dict[Any, bool | int] = {ParameterKey.ENABLE_AUTO_CHUNK_DATA_UPDATE: False}   # no chunk data: 0.5 ms a frame
         if self._driver_wait_ms is not None:
             params[ParameterKey.TIMEOUT_PERIOD_ON_UPDATE_EVENT_DATA_CALL] = int(self._driver_wait_ms)
         try:

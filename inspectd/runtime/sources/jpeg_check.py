@@ -16,12 +16,17 @@ binding exposes. Cost: one ``bytes.find`` per 0xFF byte, a few tens of microseco
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 # Markers that may follow the entropy-coded data of a scan: EOI, DHT/DQT/DRI/SOS and COM/APPn
 # (progressive and multi-scan files), DNL.
 _AFTER_SCAN = {0xD9, 0xC4, 0xDB, 0xDD, 0xDA, 0xDC, 0xFE} | set(range(0xE0, 0xF0))
 
 
-def jpeg_damage(data: bytes | memoryview) -> str | None:
+def jpeg_damage(data: bytes | memoryview | np.ndarray) -> str | None:
     """None if ``data`` is a structurally whole JPEG, else a short description of the damage."""
     data = bytes(data)
     n = len(data)

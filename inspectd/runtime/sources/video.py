@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import cv2
 import numpy as np
@@ -110,12 +110,12 @@ class VideoSource:
         damage = jpeg_damage(packet.tobytes())
         if damage is not None:
             return True, f"a {damage} JPEG"
-        img = cv2.imdecode(packet, cv2.IMREAD_COLOR)
-        if img is None:
+        decoded = cv2.imdecode(packet, cv2.IMREAD_COLOR)
+        if decoded is None:
             return True, "a JPEG that does not decode"
-        if into is not None and img.shape != into.shape:
-            return True, f"{img.shape[1]} x {img.shape[0]}, the first was {into.shape[1]} x {into.shape[0]}"
-        return True, img
+        if into is not None and decoded.shape != into.shape:
+            return True, f"{decoded.shape[1]} x {decoded.shape[0]}, the first was {into.shape[1]} x {into.shape[0]}"
+        return True, decoded
 
     def start(self) -> None:
         pass
@@ -131,7 +131,7 @@ class VideoSource:
                 self._reopen = False
                 self._cap.release()
                 self._cap = self._open()   # reopen: more reliable than seeking for every codec
-            ok, img = self._read_one(self._decoded)    # decodes into the same array where it can
+            ok, got = self._read_one(self._decoded)    # decodes into the same array where it can
             if not ok:
                 self._end_of_pass()                      # raises CorruptFrames for what it lacked
                 if not self.loop:
@@ -139,11 +139,13 @@ class VideoSource:
                     return None
                 self._cap.release()
                 self._cap = self._open()
-                ok, img = self._read_one(self._decoded)
+                ok, got = self._read_one(self._decoded)
                 if not ok:
                     raise InspectdError(f"video file {self.path}: no frame can be decoded on reopening")
-            if isinstance(img, str):
-                self._skip(1, f"video file {self.path}: frame {self._in_pass} of the file is {img}")
+            if isinstance(got, str):
+                self._skip(1, f"video file {self.path}: frame {self._in_pass} of the file is {got}")
+            assert got is not None                       # ok: an image or what is wrong with it
+            img = got
             if img.shape != self._decoded.shape:
                 self._skip(1, f"video file {self.path}: frame {self._in_pass} of the file is {img.shape}, "
                               f"the first was {self._decoded.shape}")
@@ -160,7 +162,7 @@ class VideoSource:
             strip_position_m=self.position(index) if self.position else None,
         )
 
-    def _skip(self, count: int, detail: str) -> None:
+    def _skip(self, count: int, detail: str) -> NoReturn:
         """Count ``count`` frames as read and corrupt, and say so (``CorruptFrames``)."""
         first = self._index
         self._index += count
