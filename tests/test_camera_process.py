@@ -139,7 +139,7 @@ def test_shared_ring_policies_and_books(policy):
     if policy is OverflowPolicy.block:
         assert c.dropped_overflow <= 1 and lost.metas, "block keeps the child waiting: the camera skips"
     else:
-        assert c.dropped_overflow > 0 and not lost.metas or c.dropped_overflow > 0
+        assert c.dropped_overflow > 0, "a consumer pausing 100 ms with 4 slots at 150 frames/s must overflow"
     if policy is OverflowPolicy.drop_oldest:
         # The newest frame is never the one dropped: the last frame taken in is inspected.
         assert max(i[0] for i in inspected) > max(m.index for m in dropped.metas)
