@@ -120,7 +120,7 @@ def _child_main(fd: int) -> None:
     if os.getppid() != parent_pid:
         return
     from inspectd.logging_setup import LogConfig, configure_logging
-    configure_logging(LogConfig(format=log_format, level=log_level, verdicts="none"),   # type: ignore[arg-type]
+    configure_logging(LogConfig(format=log_format, level=log_level, verdicts="none"),
                       fields={"camera": camera, "process": "acquisition"})
 
     from inspectd.runtime.sources.genicam import GenICamSource
@@ -716,7 +716,7 @@ class CameraAcquisition(threading.Thread):
                 "frames_read": self._read, "frames_put": self._put, "frames_lost": self._lost,
                 "timeouts": self._timeouts, "last_frame_ns": self._last_frame_ns,
                 "camera_silent": silent,
-                "silent_s": round((now - self._silent_since_ns) / 1e9, 3) if silent else 0.0,
+                "silent_s": round((now - self._silent_since_ns) / 1e9, 3) if self._silent_since_ns is not None else 0.0,
                 "silent_frames": self._silent_frames, "reconnects": self._reconnects,
                 "reconnecting": silent and self.source.cfg.reconnect_after_s is not None,
             }
@@ -749,9 +749,8 @@ def acquisition_for(source: Any, ring: RingBuffer, stop_event: threading.Event, 
                                  on_silent=on_silent, on_frame=on_frame)
     from inspectd.runtime.acquisition import AcquisitionThread
 
-    kw = {"on_frame": on_frame} if on_frame is not None else {}
     return AcquisitionThread(source, ring, stop_event, realtime=realtime, on_lost=on_lost, on_corrupt=on_corrupt,
-                             **kw)
+                             on_frame=on_frame)
 
 
 if __name__ == "__main__":

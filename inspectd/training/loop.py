@@ -188,7 +188,7 @@ class Trainer:
         self.best_fitness = -math.inf
         self.history: list[dict] = []
         self.ema = ModelEMA(self.model, tau=cfg.ema_tau) if cfg.ema else None
-        self.optimizer = None
+        self.optimizer: torch.optim.Optimizer | None = None
         self.stage_index = -1
         cuda = self.device.type == "cuda"
         self.use_bf16 = not cuda and (cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_supported()))
