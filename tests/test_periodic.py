@@ -81,6 +81,14 @@ def test_a_mark_every_turn_raises_then_repeats_then_ends():
     assert alarms[2]["ended_by"] == "missed"
 
 
+def test_the_number_of_repeats_is_configurable():
+    marks = [("scratches", 400, 300 + k * 3000, 412, 380 + k * 3000) for k in range(6)]
+    for repeats in (2, 3, 5):
+        alarms = feed(PeriodicDetector(PeriodicConfig(repeats=repeats), MM), strip(marks, 300 + 6 * 3000))
+        assert alarms[0]["state"] == "raised" and alarms[0]["repeats"] == repeats
+        assert alarms[0]["pitch_m"] == pytest.approx(1.5)
+
+
 def test_a_missed_turn_is_allowed_once():
     ks = [0, 1, 3, 4]                                          # turn 2 unseen (an uninspected frame, say)
     marks = [("patches", 100, 300 + k * 1600, 140, 340 + k * 1600) for k in ks]
