@@ -368,6 +368,8 @@ class PeriodicDetector:
         span = max(last.y - float(cols[:, 1].min()), pitch)
         own = min(int(chains.n[i]), int(span // pitch) + 1)
         others = max(0, len(cols) + 1 - own)           # the history does not hold the newest mark yet
+        if others == 0:
+            return 0.0                                 # no other mark of the class: nothing to be chance
         xs = np.append(cols[:, 0], last.x)
         width = float(xs.max() - xs.min()) + 2 * cfg.cross_tolerance_mm
         window = 2 * cfg.cross_tolerance_mm * 2 * cfg.pitch_tolerance_mm * (cfg.max_missed + 1)
