@@ -41,7 +41,7 @@ class Gate:
         self.changes.append((active, reason))
 
 
-def _run_with_actuator(tmp_path, delay_s: float, gate_distance_m: float):
+def _run_with_actuator(tmp_path, delay_s: float, gate_distance_m: float, skip_late: bool = False):
     video = tmp_path / "line.avi"
     truth = write_video(video, 25, size=(200, 200), fps=25.0, defect_every=5)
     cfg = default_config()
@@ -52,6 +52,8 @@ def _run_with_actuator(tmp_path, delay_s: float, gate_distance_m: float):
     cfg.line.gate_distance_m = gate_distance_m
     cfg.bus.publish = "tcp://127.0.0.1:*"
     cfg.bus.heartbeat_interval_s = 0.05
+    cfg.bus.uninspected_max_delay_s = 0.0
+    cfg.inference.skip_late = skip_late
     messages: list[dict] = []
     pipeline = Pipeline(cfg, realtime=True, backend=ThresholdBackend(delay_s=delay_s),
                         tap=lambda topic, msg: messages.append(msg), handle_signals=False)
@@ -83,7 +85,8 @@ def _run_with_actuator(tmp_path, delay_s: float, gate_distance_m: float):
 
 
 def test_slow_model_late_verdicts_are_counted_reported_and_fail_safe(tmp_path):
-    # The gate is 2 cm (2 ms) downstream and a frame takes the model 60 ms: every verdict is late.
+    # The gate is 2 cm (2 ms) downstream and a frame takes the model 60 ms: every verdict is late
+    # (inference.skip_late off: the frames are inspected anyway).
     truth, result, messages, statuses, logic, gate, warnings = _run_with_actuator(tmp_path, 0.06, 0.02)
     c = result.counters
     verdicts = [m for m in messages if m["kind"] == "verdict"]
@@ -114,3 +117,28 @@ def test_fast_model_is_not_late_and_the_gate_passes(tmp_path):
     assert statuses[-1]["counters"]["late"] == 0
     assert not logic.late and not logic.missed and not logic.behind
     assert sum(f.reason.startswith("reject frame") for f in logic.fired) == sum(truth)
+
+
+def test_frames_that_cannot_make_the_gate_are_published_uninspected_in_time(tmp_path):
+    """inference.skip_late (the default): with 150 ms a frame and the gate 100 ms downstream, a
+    frame is not inspected into a late verdict but published at once as uninspected (deadline),
+    so the actuator rejects its strip in time. About once a second one frame is still tried (the
+    time per frame is learnt from inspected frames): those verdicts are late, and so are the
+    frames that queue behind them."""
+    truth, result, messages, statuses, logic, gate, warnings = _run_with_actuator(tmp_path, 0.15, 1.0,
+                                                                                  skip_late=True)
+    c = result.counters
+    skipped = [i for m in messages if m["kind"] == "uninspected" and m["reason"] == "deadline"
+               for i in range(m["first_frame"], m["last_frame"] + 1)]
+    verdicts = [m["frame"] for m in messages if m["kind"] == "verdict"]
+    assert sorted(skipped + verdicts) == list(range(len(truth)))        # every frame accounted once
+    assert c["uninspected_by_reason"].get("deadline") == len(skipped) >= len(truth) - 3
+    assert c["late"] == len(verdicts) <= 3                               # only the frames tried
+    # The deadline stretches reached the actuator before their strip reached the gate, but for
+    # the frames that queued (4 ring slots) while a tried frame had the model.
+    late_skips = [w for w in logic.late if "deadline" in w.reason]
+    late_frames = sum(int(w.reason.split()[2].split("..")[1]) - int(w.reason.split()[2].split("..")[0]) + 1
+                      for w in late_skips)
+    assert late_frames <= 4 * len(verdicts), late_skips
+    assert sum(f.reason.endswith("(deadline)") for f in logic.fired) >= 1
+    assert c["captured"] == c["inspected"] + c["uninspected"]

@@ -66,6 +66,9 @@ UNINSPECTED_REASONS: dict[str, str] = {
     "corrupt": "the source could not deliver them whole: a truncated or damaged frame (a JPEG that "
                "fails the structural check, a frame that does not decode to the stream's size), or "
                "frames a recording that breaks off never delivered; never inspected as if whole",
+    "deadline": "their verdicts could not have been published before their strip reached the reject "
+                "gate (the recent time per frame said so; `inference.skip_late`): published at once "
+                "instead, so that the gate rejects them in time",
     "shutdown": "the daemon stopped (SIGTERM, the end of a recording) before they were inspected",
     "error": "inspection failed (a model or runtime error) while they waited or were being inspected",
 }

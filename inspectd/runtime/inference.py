@@ -77,6 +77,13 @@ class InferenceConfig:
         "back to wait for the next one: with an empty ring buffer each frame is finished at once, "
         "so latency does not grow. 1 = strictly one frame at a time. The ring buffer should have "
         "at least in_flight + 2 slots.", default=2)
+    skip_late: bool = doc(
+        "Paced runs only (a camera, or a recording replayed at its rate): a frame whose verdict "
+        "cannot be published before its strip reaches the reject gate (now plus the recent time "
+        "per frame is past its `gate_deadline_wall_ns`) is not inspected but published at once as "
+        "uninspected (reason `deadline`), so that the gate rejects it in time and the model's time "
+        "goes to frames that can still make it. false: inspect it anyway; its verdict comes late "
+        "(counted as `late`), which for the line is uninspected strip too.", default=True)
     tile_overlap_px: int = doc(
         "Minimum overlap, in frame pixels, between neighbouring tiles. A defect narrower than the "
         "overlap is seen whole by at least one tile; wider ones are cut by tile edges and fused "

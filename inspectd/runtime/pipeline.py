@@ -136,6 +136,9 @@ class Pipeline:
         self._signals = 0
         self._source_stuck = False
         self._recent_fps: float | None = None
+        self._frame_est_ns: int | None = None      # recent time per frame, begin to verdict
+        self._last_verdict_ns = time.monotonic_ns()
+        self._local = threading.local()             # a drop reason for the inference thread's own drops
         self._rate_mark: tuple[int, float] | None = None
         self._errors: list[tuple[str, BaseException]] = []
         self._started_ns = 0
@@ -190,6 +193,7 @@ class Pipeline:
                 found = run_self_test(self.stage, tuple(self.source.frame_shape),
                                       f"model {model} on {name}{f' {precision}' if precision else ''}")
                 log.info("self_test_passed", backend=name, **found)
+                self._frame_est_ns = int(found["frame_ms"] * 1e6)
             if self.annotator is not None:
                 self.annotator.seg_class_names = list(self.stage.seg_class_names)
                 self.annotator.class_names = list(self.stage.class_names)
@@ -244,7 +248,7 @@ class Pipeline:
     # -- wiring helpers --------------------------------------------------------------
     def _on_drop(self, meta: FrameMeta) -> None:
         """Every frame the ring gives up on: announce it downstream as uninspected."""
-        self._uninspected(meta, self._drop_reason)
+        self._uninspected(meta, getattr(self._local, "reason", None) or self._drop_reason)
 
     def _on_corrupt(self, meta: FrameMeta) -> None:
         """A frame the source could not deliver whole (damaged, truncated): never inspected."""
@@ -308,7 +312,7 @@ class Pipeline:
         try:
             while not self._hurry.is_set():
                 frame = ring.get(timeout=0.0 if stage.pending else 0.1)
-                if frame is not None:
+                if frame is not None and not self._skip_if_late(frame):
                     self._begin(frame)
                     if stage.pending < stage.in_flight:
                         continue
@@ -321,6 +325,26 @@ class Pipeline:
         finally:
             self._report_rest()
             self._wake.set()
+
+    def _skip_if_late(self, frame: Frame) -> bool:
+        """``inference.skip_late``: a frame whose verdict would come after its strip reached the
+        gate is released uninspected (reason ``deadline``) at once, in time for the gate. Only
+        where there is a line to be late for (a camera, a paced recording)."""
+        est = self._frame_est_ns
+        if est is None or not self.cfg.inference.skip_late or not (
+                self.realtime or getattr(self.source, "live", False)):
+            return False
+        from inspectd.line import gate_deadline_wall_ns
+        if time.time_ns() + est + 1_000_000 <= gate_deadline_wall_ns(self.cfg.line, frame.capture_wall_ns):
+            return False
+        if time.monotonic_ns() - self._last_verdict_ns > 1_000_000_000:
+            return False      # the estimate learns only from inspected frames: one a second is tried
+        self._local.reason = "deadline"
+        try:
+            self.ring.release(frame, inspected=False)
+        finally:
+            self._local.reason = None
+        return True
 
     def _drained(self) -> bool:
         # After close, get() returns None at once only when nothing is queued or being
@@ -357,6 +381,10 @@ class Pipeline:
                     self.tally.not_published += 1
             inspected = True
             self._count(verdict)
+            took = verdict.inference_end_ns - verdict.inference_start_ns
+            est = self._frame_est_ns
+            self._frame_est_ns = took if est is None else int(0.7 * est + 0.3 * took)
+            self._last_verdict_ns = verdict.inference_end_ns
         except BaseException:
             self._drop_reason = "error"
             raise
