@@ -13,11 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspectd.backends.base import BackendDefaults
+
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 SEG_CLASSES = ["background", "inclusion", "patches", "scratches"]
 
 
-class ThresholdBackend:
+class ThresholdBackend(BackendDefaults):
     """Pixels above ``level`` are 'inclusion' (a box over them, a mask under them)."""
 
     name = "threshold-stand-in"

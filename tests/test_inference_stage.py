@@ -13,14 +13,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from lively_model import lively_model
 
 from inspectd.backends import create_backend
+from inspectd.backends.base import BackendDefaults
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.inference import InferenceConfig, InferenceStage
 from inspectd.runtime.merge import MergeConfig
 from inspectd.runtime.tiling import TileGrid
-from lively_model import lively_model
 
 DET = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
 SEG = ["background", "inclusion", "patches", "scratches"]
@@ -33,7 +34,7 @@ def frame(image: np.ndarray, index: int = 0) -> Frame:
                  capture_wall_ns=time.time_ns())
 
 
-class OneBoxBackend:
+class OneBoxBackend(BackendDefaults):
     """Says: one `patches` defect at a chosen box in one chosen tile, with a matching
     segmented region there; background everywhere else."""
 
@@ -65,7 +66,7 @@ class OneBoxBackend:
         pass
 
 
-class BrightBlobBackend:
+class BrightBlobBackend(BackendDefaults):
     """A real, if simple, detector: every bright blob (> 200) a tile shows is a `scratches`
     defect, reported as its box in tile pixels and as its pixels in the segmentation.
     A blob cut by a tile edge is reported as the part that tile sees, as a network would."""

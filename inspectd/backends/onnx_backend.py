@@ -38,6 +38,8 @@ class OnnxRuntimeBackend:
     """Runs a prepared ONNX graph with ONNX Runtime's CPU execution provider."""
 
     name = "onnxruntime"
+    output_generations = None        # fresh arrays every call
+    concurrent_calls = 1
 
     def __init__(self, model: OnnxModel, threads: int = 0, spin: bool = False):
         so = ort.SessionOptions()

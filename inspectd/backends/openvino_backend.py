@@ -55,6 +55,7 @@ class OpenVinoBackend:
     """Runs a prepared ONNX graph with OpenVINO's CPU plugin (one synchronous infer request)."""
 
     name = "openvino"
+    output_generations = None        # outputs are copied out of the infer request
 
     def __init__(self, model: OnnxModel, threads: int = 0, precision: str = "fp32", streams: int = 1):
         if streams < 1:

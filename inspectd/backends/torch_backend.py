@@ -47,6 +47,7 @@ class TorchBackend:
     """Runs ``InferenceGraph`` of a checkpoint (see ``inspectd.backends.base.Backend``)."""
 
     name = "torch"
+    concurrent_calls = 1             # one call at a time (a CUDA stream of its own)
 
     def __init__(self, checkpoint_path: str | Path, device: str = "cpu", half: bool = False, threads: int = 0,
                  output_sets: int = 1):
@@ -72,6 +73,7 @@ class TorchBackend:
         self.device = device
         self.cuda = device.type == "cuda"
         self.half = bool(half and self.cuda)       # fp16 convolutions on CPU are slow or missing
+        self.precision = "fp16" if self.half else "fp32"
         self.input_size = (int(cfg.input_size[0]), int(cfg.input_size[1]))
         self.channels = int(cfg.in_channels)
         self.class_names = list(cfg.class_names)

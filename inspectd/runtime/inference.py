@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,19 +241,20 @@ class InferenceStage:
         self.seg_class_names = list(backend.seg_class_names)
         check_rules_against_model(merge, self.class_names, self.seg_class_names)
         self._state: _SizeState | None = None
-        # Optional backend extension: per-pixel arg-max computed where the model ran (on a
+        # Per-pixel arg-max computed where the model ran, where the backend offers it (on a
         # GPU: 8x less to copy back, and no arg-max over every pixel on the CPU).
-        self._infer_labels = getattr(backend, "infer_labels", None)
-        self.in_flight = int(getattr(cfg, "in_flight", 1))
-        call = self._infer_labels if self._infer_labels is not None else backend.infer
-        generations = getattr(backend, "output_generations", None)
+        self._infer_labels = backend.infer_labels
+        self.in_flight = int(cfg.in_flight)
+        call: Callable[[np.ndarray], tuple[np.ndarray, ...]] = \
+            self._infer_labels if self._infer_labels is not None else backend.infer
+        generations = backend.output_generations
         if self.in_flight > 1 and generations is not None and generations < self.in_flight:
             # The backend would overwrite a frame's outputs with the next frame's while this
             # frame is still being read: take copies on the model thread.
             raw = call
             def call(tiles, _raw=raw):  # noqa: E306
                 return tuple(np.array(a, copy=True) for a in _raw(tiles))
-        workers = max(1, min(self.in_flight, int(getattr(backend, "concurrent_calls", 1))))
+        workers = max(1, min(self.in_flight, int(backend.concurrent_calls)))
         self._model = _ModelThread(call, workers) if self.in_flight > 1 else None
         self._call = call
         self._jobs: deque[Job] = deque()

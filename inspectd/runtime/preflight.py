@@ -22,9 +22,10 @@ that argument, as a ``UsageError`` (exit 2).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from inspectd.errors import ConfigError, InspectdError, UsageError
 
@@ -43,17 +44,16 @@ class Preflight:
     """What the checks built: ``run`` hands ``source`` and ``backend`` to the pipeline;
     ``check-config`` prints ``report`` and calls ``close``."""
 
-    backend: "Backend"
-    source: "Source | None"                    # an opened recording; None for a camera (not opened)
+    backend: Backend
+    source: Source | None                    # an opened recording; None for a camera (not opened)
     frame_shape: tuple[int, ...] | None        # None: a camera that keeps its own size
     report: list[str] = field(default_factory=list)
     self_tested: bool = False                  # the self-test ran at the frame size the source delivers
 
     def close(self) -> None:
-        for obj, method in ((self.source, "stop"), (self.backend, "close")):
-            fn = getattr(obj, method, None)
-            if callable(fn):
-                fn()
+        if self.source is not None:
+            self.source.stop()
+        self.backend.close()
 
 
 class _Blame:
@@ -84,7 +84,7 @@ class _Blame:
         return ConfigError(f"{self.where}: {msg}" if names else f"{self.where}: {key}: {msg}")
 
 
-def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = None,
+def preflight(cfg: DaemonConfig, where: str, given: dict[str, str] | None = None,
               usage: dict[str, str] | None = None) -> Preflight:
     """Run every check ``run`` makes short of opening the camera and binding the socket.
 
@@ -96,7 +96,8 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
     """
     blame = _Blame(where, given or {}, usage or {})
     report: list[str] = []
-    source = backend = None
+    source: Source | None = None
+    backend: Backend | None = None
     try:
         with blame.on("source.path" if cfg.source.kind != "genicam" else "source.genicam.cti"):
             source, shape, line = _check_source(cfg)
@@ -118,7 +119,7 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
             th, tw = check_tile_overlap(cfg.inference, backend.input_size)
         with blame.on("inference.model"):
             found, tested_shape = _self_test(cfg, backend, shape, (th, tw))
-        report.append(f"model: {cfg.inference.model or '(the shipped model)'} on {getattr(backend, 'name', '?')}, "
+        report.append(f"model: {cfg.inference.model or '(the shipped model)'} on {backend.name}, "
                       f"{th}x{tw} tiles, classes {', '.join(class_names) or 'unknown'}; self-test passed "
                       f"({found.get('defects', 0)} defects on its test frame)")
         report.append(ring_line)
@@ -130,11 +131,10 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
         with blame.on("control.curve"):
             report.append(f"control: {_check_control(cfg)}")
     except BaseException:
-        for obj, method in ((source, "stop"), (backend, "close")):
-            fn = getattr(obj, method, None)
-            if callable(fn):
+        for close in (source.stop if source is not None else None, backend.close if backend is not None else None):
+            if close is not None:
                 try:
-                    fn()
+                    close()
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     pass
         raise
@@ -142,12 +142,13 @@ def preflight(cfg: "DaemonConfig", where: str, given: dict[str, str] | None = No
                      self_tested=tested_shape == shape)
 
 
-def _self_test(cfg: "DaemonConfig", backend: "Backend", shape: tuple[int, ...] | None,
+def _self_test(cfg: DaemonConfig, backend: Backend, shape: tuple[int, ...] | None,
                tile: tuple[int, int]) -> tuple[dict, tuple[int, ...]]:
     """The start-up self-test of ``inspectd.runtime.selftest`` (a known frame through the whole
     stage): at the source's frame size, or one tile's for a camera that keeps its own size."""
     import structlog
 
+    from inspectd.backends.base import backend_label
     from inspectd.runtime.inference import InferenceStage
     from inspectd.runtime.selftest import run_self_test
 
@@ -155,17 +156,15 @@ def _self_test(cfg: "DaemonConfig", backend: "Backend", shape: tuple[int, ...] |
         shape = tile if cfg.source.channels == 1 else (*tile, 3)
     stage = InferenceStage(backend, cfg.inference, cfg.merge)
     try:
-        name = getattr(backend, "name", type(backend).__name__)
-        precision = getattr(backend, "precision", None)
         found = run_self_test(stage, tuple(shape), f"model {cfg.inference.model or '(the shipped model)'} on "
-                                                   f"{name}{f' {precision}' if precision else ''}")
+                                                   f"{backend_label(backend)}")
     finally:
         stage.close_model()                     # the model thread; the backend goes on to the pipeline
-    structlog.get_logger("inspectd.preflight").info("self_test_passed", backend=name, **found)
+    structlog.get_logger("inspectd.preflight").info("self_test_passed", backend=backend.name, **found)
     return found, tuple(shape)
 
 
-def _check_source(cfg: "DaemonConfig") -> tuple[Any, tuple[int, ...] | None, str]:
+def _check_source(cfg: DaemonConfig) -> tuple[Any, tuple[int, ...] | None, str]:
     src = cfg.source
     shape: tuple[int, ...] | None
     if src.kind in ("video", "folder"):
@@ -184,7 +183,7 @@ def _check_source(cfg: "DaemonConfig") -> tuple[Any, tuple[int, ...] | None, str
     return None, shape, f"genicam camera via {', '.join(map(str, ctis))} (not opened)"
 
 
-def _check_memory(cfg: "DaemonConfig", shape: tuple[int, ...] | None, blame: _Blame) -> str:
+def _check_memory(cfg: DaemonConfig, shape: tuple[int, ...] | None, blame: _Blame) -> str:
     from inspectd.runtime.memory import check_fits, human
     from inspectd.runtime.ringbuffer import check_ring_memory
 
@@ -202,7 +201,7 @@ def _check_memory(cfg: "DaemonConfig", shape: tuple[int, ...] | None, blame: _Bl
     return line + f", {human(ring)}"
 
 
-def _check_control(cfg: "DaemonConfig") -> str:
+def _check_control(cfg: DaemonConfig) -> str:
     curve = cfg.control.curve
     if cfg.control.address is not None and curve.enabled:
         from inspectd.bus.curve import CurveServer
@@ -210,7 +209,7 @@ def _check_control(cfg: "DaemonConfig") -> str:
     return cfg.control.address or "no socket (control.address is null)"
 
 
-def _check_bus(cfg: "DaemonConfig") -> str:
+def _check_bus(cfg: DaemonConfig) -> str:
     if cfg.bus.publish is not None:                    # its form; binding it is run's
         from inspectd.bus.address import parse_address
         parse_address(cfg.bus.publish, "bind", "bus.publish")
