@@ -31,19 +31,24 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from inspectd.backends.base import Backend, backend_label
 from inspectd.config import DaemonConfig
 from inspectd.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.notify import Notifier
+from inspectd.runtime.sources.base import AcquiredSource
 from inspectd.runtime.verdict import Verdict
+
+if TYPE_CHECKING:
+    from inspectd.bus.publisher import EventPublisher
 
 log = structlog.get_logger("inspectd.pipeline")
 
-Tap = Callable[[str, dict[str, Any]], None]
+Tap = Callable[[bytes, dict[str, Any]], None]     # (topic, message): the publisher's tap
 
 # Uninspected reasons of frames that never reached the ring buffer: ``captured`` counts them
 # too. Add a reason here when a new one is reported without passing through the ring.
@@ -109,8 +114,8 @@ class Pipeline:
         cfg: DaemonConfig,
         *,
         realtime: bool | None = False,
-        backend: Any = None,
-        source: Any = None,
+        backend: Backend | None = None,
+        source: AcquiredSource | None = None,
         tap: Tap | None = None,
         annotate_path: str | None = None,
         notifier: Notifier | None = None,
@@ -160,25 +165,27 @@ class Pipeline:
         from inspectd.runtime.sources import open_source
 
         self.annotator = None
-        self.publisher = None
-        self.backend = backend
-        self.source = None
+        # What is built so far (a constructor that fails closes it); once built, the
+        # properties ``publisher``, ``backend`` and ``source`` are the pipeline's parts.
+        self._publisher: EventPublisher | None = None
+        self._backend: Backend | None = backend
+        self._source: AcquiredSource | None = None
         self._acq_stop = threading.Event()
         try:
             if annotate_path is not None:
                 from inspectd.runtime.annotate import Annotator
                 self.annotator = Annotator(annotate_path, fps=10.0)   # checks the name first; fps set below
             # A GenICam camera is acquired in its own process (runtime.camera_process: why).
-            self.source = source if source is not None else open_source(cfg.source, cfg.camera, None,
+            self._source = source if source is not None else open_source(cfg.source, cfg.camera, None,
                                                                         camera_process=True, log=cfg.log)
-            if getattr(self.source, "position", None) is None:
+            if self.source.position is None:
                 # A frame's strip position follows from its index once the frame height is known.
                 self.source.position = position_fn(cfg.line, int(self.source.frame_shape[0]))
             if self.annotator is not None and self.source.nominal_fps:
                 self.annotator.sink.fps = float(self.source.nominal_fps)
-            if self.backend is None:
+            if self._backend is None:
                 from inspectd.backends import create_backend
-                self.backend = create_backend(cfg.inference)
+                self._backend = create_backend(cfg.inference)
             check_classes(cfg.alarms.periodic, list(self.backend.class_names))
             check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names), cfg.merge,
                                 str(cfg.inference.model or "(the shipped model)"))
@@ -188,11 +195,9 @@ class Pipeline:
                 # miscomputes): one known frame through the stage before the first real one.
                 from inspectd.runtime.selftest import run_self_test
                 model = str(cfg.inference.model or "(the shipped model)")
-                name = getattr(self.backend, "name", type(self.backend).__name__)
-                precision = getattr(self.backend, "precision", None)
                 found = run_self_test(self.stage, tuple(self.source.frame_shape),
-                                      f"model {model} on {name}{f' {precision}' if precision else ''}")
-                log.info("self_test_passed", backend=name, **found)
+                                      f"model {model} on {backend_label(self.backend)}")
+                log.info("self_test_passed", backend=self.backend.name, **found)
                 self._frame_est_ns = int(found["frame_ms"] * 1e6)
             if self.annotator is not None:
                 self.annotator.seg_class_names = list(self.stage.seg_class_names)
@@ -201,7 +206,7 @@ class Pipeline:
             self.ring = ring_for(self.source, cfg.ring, self._on_drop)
             if realtime is None:
                 # `run` on a recording: pace it like the camera it stands in for, if its rate is known.
-                realtime = not getattr(self.source, "live", False) and bool(self.source.nominal_fps)
+                realtime = not self.source.live and bool(self.source.nominal_fps)
             self.realtime = realtime
             # Coils: the acquisition thread marks each frame read with the open coil.
             self.coils = CoilTracker(lambda i, h: strip_position_m(cfg.line, i, h), cfg.line.frame_length)
@@ -214,7 +219,7 @@ class Pipeline:
                 self.alarms = AlarmThread(PeriodicDetector(cfg.alarms.periodic, cfg.line.mm_per_px),
                                           lambda kind, body: self.publisher.publish_event(kind, body),
                                           name=f"alarms-{cfg.camera}").start()
-            self.publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
+            self._publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
                                             status_source=self._status_payload, watcher=self.alarms)
             self.publisher.start()    # binds the socket: a bad or busy address fails here
             self.coil_desk = CoilDesk(self.coils, self.publisher, cfg.camera)
@@ -236,14 +241,29 @@ class Pipeline:
             self.control.close()
         if self.alarms is not None:
             self.alarms.close(0.5)
-        if self.publisher is not None:
-            self.publisher.close(0.5)
+        if self._publisher is not None:
+            self._publisher.close(0.5)
         if self.annotator is not None:
             self._close_quietly(self.annotator, "close")
-        if self.backend is not None:
-            self._close_quietly(self.backend, "close")
-        if self.source is not None:
-            self._close_quietly(self.source, "stop")
+        if self._backend is not None:
+            self._close_quietly(self._backend, "close")
+        if self._source is not None:
+            self._close_quietly(self._source, "stop")
+
+    @property
+    def publisher(self) -> EventPublisher:
+        assert self._publisher is not None, "built by the constructor"
+        return self._publisher
+
+    @property
+    def backend(self) -> Backend:
+        assert self._backend is not None, "built by the constructor"
+        return self._backend
+
+    @property
+    def source(self) -> AcquiredSource:
+        assert self._source is not None, "built by the constructor"
+        return self._source
 
     # -- wiring helpers --------------------------------------------------------------
     def _on_drop(self, meta: FrameMeta) -> None:
@@ -290,7 +310,7 @@ class Pipeline:
             self._late_logged = t.late
             fields = dict(late=new, late_total=t.late, late_rejects_total=t.late_rejects,
                           worst_ms=t.late_worst_ms, last_ms=t.late_last_ms, last_frame=t.late_last_frame)
-        if self.realtime or getattr(self.source, "live", False):
+        if self.realtime or self.source.live:
             log.warning("verdicts_late", **fields,
                         note="published after the strip reached the gate: for the line, uninspected")
 
@@ -332,7 +352,7 @@ class Pipeline:
         where there is a line to be late for (a camera, a paced recording)."""
         est = self._frame_est_ns
         if est is None or not self.cfg.inference.skip_late or not (
-                self.realtime or getattr(self.source, "live", False)):
+                self.realtime or self.source.live):
             return False
         from inspectd.line import gate_deadline_wall_ns
         if time.time_ns() + est + 1_000_000 <= gate_deadline_wall_ns(self.cfg.line, frame.capture_wall_ns):
@@ -466,7 +486,7 @@ class Pipeline:
         ring = self.ring.counters()
         with self._lock:
             t = self.tally
-            out = {
+            out: dict[str, Any] = {
                 # Every frame of the source: what reached the ring, and what the camera lost or
                 # what passed while it was silent (reported uninspected without reaching it).
                 "captured": ring.captured + sum(t.uninspected_by_reason.get(r, 0) for r in NOT_IN_RING),
@@ -532,14 +552,8 @@ class Pipeline:
         self._inference_thread = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self._inference_thread.start()
         self.acquisition.start()
-        src = self.cfg.source
-        where = src.path if src.kind != "genicam" else (
-            f"serial {src.genicam.serial}" if src.genicam.serial is not None else
-            f"model {src.genicam.model}" if src.genicam.model else
-            f"index {src.genicam.index}" if src.genicam.index is not None else "the only camera")
-        log.info("pipeline_started", source=f"{src.kind} {where}", backend=getattr(self.backend, "name", "?"),
-                 policy=self.ring.policy.value, realtime=self.realtime,
-                 frame_shape=list(getattr(self.source, "frame_shape", ())))
+        log.info("pipeline_started", source=self.cfg.source.describe(), backend=self.backend.name,
+                 policy=self.ring.policy.value, realtime=self.realtime, frame_shape=list(self.source.frame_shape))
 
         ready = False
         reason = "end-of-stream"
@@ -617,13 +631,13 @@ class Pipeline:
         self._acq_stop.set()
 
     def _collect_errors(self) -> None:
-        acq_err = getattr(self.acquisition, "error", None)
+        acq_err = self.acquisition.error
         if acq_err is not None and not any(w == "acquisition" for w, _ in self._errors):
             self._fail("acquisition", acq_err)
         if self.annotator is not None and self.annotator.error is not None \
                 and not any(w == "annotate" for w, _ in self._errors):
             self._fail("annotate", self.annotator.error)
-        pub_err = getattr(self.publisher, "error", None)
+        pub_err = self.publisher.error
         if pub_err is not None and not any(w == "publisher" for w, _ in self._errors):
             # Verdicts no longer leave the process: stop, so that systemd restarts the service.
             self._fail("publisher", pub_err)

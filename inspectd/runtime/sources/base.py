@@ -35,6 +35,24 @@ class CorruptFrames(Exception):
         self.detail = detail
 
 
+class AcquiredSource(Protocol):
+    """What the pipeline holds and the ring and acquisition thread are built for: a ``Source``
+    read in-process, or a GenICam camera read in its own process
+    (``runtime.camera_process.CameraProcess``, which has no ``read``)."""
+
+    camera: str                               # camera id from the config
+    nominal_fps: float | None                 # frame rate of the file or the camera setting
+    frame_shape: tuple[int, ...]              # (H, W) for Mono8, (H, W, 3) for BGR
+    live: bool                                # a camera: paces itself, never ends
+    position: PositionFn | None               # index -> strip position (m), if known
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
 @runtime_checkable
 class Source(Protocol):
     """A stream of frames.

@@ -140,3 +140,12 @@ class SourceConfig:
             fail(where, f"{prefix}.path", f"required for kind {self.kind!r}")
         if self.fps is not None and self.fps <= 0:
             fail(where, f"{prefix}.fps", f"must be positive, got {self.fps}")
+
+    def describe(self) -> str:
+        """The source for logs: "video /data/coil.mp4", "genicam serial 1234"."""
+        if self.kind != "genicam":
+            return f"{self.kind} {self.path}"
+        g = self.genicam
+        device = (f"serial {g.serial}" if g.serial is not None else f"model {g.model}" if g.model else
+                  f"index {g.index}" if g.index is not None else "the only camera")
+        return f"genicam {device}"
