@@ -66,7 +66,7 @@ def choose_backend(cfg: InferenceConfig) -> Choice:
     """Resolve ``auto``: PyTorch on CUDA where a GPU is (and ``device`` is not ``cpu``); else
     the fastest CPU runtime installed (OpenVINO, then ONNX Runtime, then PyTorch: about 4, 2.5
     and 1 times the speed on the test machine, BENCHMARKS.md). An explicit backend is kept."""
-    precision = getattr(cfg, "precision", "auto")
+    precision: str = cfg.precision
     if cfg.backend != "auto":
         if cfg.backend == "openvino":
             precision, why = _openvino_precision(precision)
@@ -103,14 +103,14 @@ def create_backend(cfg: InferenceConfig) -> Backend:
     choice = choose_backend(cfg)
     log.info("inference_backend", backend=choice.backend, precision=choice.precision, device=choice.device,
              reason=choice.reason, requested=cfg.backend)
-    if choice.backend != cfg.backend or choice.precision != getattr(cfg, "precision", choice.precision):
+    if choice.backend != cfg.backend or choice.precision != cfg.precision:
         # The choice's values are among the config's literals (cuda may carry an index).
         cfg = dataclasses.replace(cfg, backend=cast(Any, choice.backend), device=cast(Any, choice.device),
                                   precision=cast(Any, choice.precision if choice.backend == "openvino" else "fp32"))
     if cfg.backend == "torch":
         from inspectd.backends.torch_backend import TorchBackend
         return TorchBackend(path, device=cfg.device, half=cfg.half, threads=cfg.threads,
-                            output_sets=getattr(cfg, "in_flight", 1))
+                            output_sets=cfg.in_flight)
     if cfg.backend == "onnxruntime":
         try:
             mod = importlib.import_module("inspectd.backends.onnx_backend")

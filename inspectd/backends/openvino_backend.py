@@ -38,7 +38,7 @@ from inspectd.errors import InspectdError
 if TYPE_CHECKING:
     from inspectd.runtime.inference import InferenceConfig
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 _HINT = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -57,7 +57,8 @@ class OpenVinoBackend:
     name = "openvino"
     output_generations = None        # outputs are copied out of the infer request
 
-    def __init__(self, model: OnnxModel, threads: int = 0, precision: str = "fp32", streams: int = 1):
+    def __init__(self, model: OnnxModel, threads: int = 0, precision: str = "fp32", streams: int = 1,
+                 int8_ir: Path | None = None):
         if streams < 1:
             raise InspectdError(f"inference.streams: must be at least 1, got {streams}")
         if precision not in PRECISIONS:
@@ -66,8 +67,12 @@ class OpenVinoBackend:
         if precision == "bf16" and not cpu_has_bf16(self._core):
             raise InspectdError("inference.precision: bf16 requested but this CPU has no native bf16 "
                                 "(AVX512_BF16 or AMX); use fp32")
+        if (precision == "int8") != (int8_ir is not None):
+            raise ValueError("OpenVinoBackend: int8 takes the quantised IR (int8_ir), and only int8 does")
+        # int8: the layers left in float run in bf16 where the CPU has it.
+        hint = ("bf16" if cpu_has_bf16(self._core) else "fp32") if precision == "int8" else precision
         try:
-            self._model = self._core.read_model(str(model.path))
+            self._model = self._core.read_model(str(int8_ir or model.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with long text
             raise InspectdError(f"model file {model.source}: OpenVINO cannot read it ({str(exc).splitlines()[0]})") from None
         cfg = model.config
@@ -82,7 +87,7 @@ class OpenVinoBackend:
         self.streams = streams
         self.concurrent_calls = streams      # calls that may run at once (the inference stage reads it)
         self._props = {
-            "INFERENCE_PRECISION_HINT": _HINT[precision],
+            "INFERENCE_PRECISION_HINT": _HINT[hint],
             "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
             "NUM_STREAMS": str(streams),
         }
@@ -153,6 +158,18 @@ def create(path: str | Path, cfg: InferenceConfig) -> OpenVinoBackend:
     if cfg.device == "cuda":
         raise InspectdError("inference.device: the openvino backend runs on the CPU; "
                             "use backend 'torch' for CUDA (or device 'auto' or 'cpu')")
-    precision = getattr(cfg, "precision", "fp32")
+    precision = cfg.precision
+    int8_ir = None
+    if precision == "int8":
+        # The quantised IR `inspectd export --int8` put in the model cache.
+        from inspectd.backends.openvino_int8 import int8_ir_path
+        if Path(path).suffix.lower() == ".onnx":
+            raise InspectdError(f"inference.precision: int8 is made from a checkpoint (.safetensors), "
+                                f"not from {path}; or choose bf16 or fp32")
+        int8_ir = int8_ir_path(Path(path))
+        if not int8_ir.is_file():
+            raise InspectdError(f"inference.precision: int8 needs the quantised model of {path}, not built yet: "
+                                f"run `inspectd export --int8 --model {path} --calib-data DIR` (training images) "
+                                "once, or choose bf16 or fp32")
     return OpenVinoBackend(prepare(path), threads=cfg.threads, precision=precision,
-                           streams=getattr(cfg, "streams", 1))
+                           streams=cfg.streams, int8_ir=int8_ir)

@@ -140,7 +140,7 @@ class AcquisitionThread(threading.Thread):
             log.warning("frames_corrupt", camera=self.source.camera, first=bad.index, count=bad.count,
                         total=total, detail=bad.detail, note="published as uninspected (corrupt), not inspected")
         h, w = self.source.frame_shape[:2]
-        position = getattr(self.source, "position", None)
+        position = self.source.position
         now_ns, wall_ns = time.monotonic_ns(), time.time_ns()
         for index in range(bad.index, bad.index + bad.count):
             if self.on_corrupt is not None:
@@ -157,7 +157,7 @@ class AcquisitionThread(threading.Thread):
         if self.on_lost is None:
             return
         h, w = frame.image.shape[:2]
-        position = getattr(self.source, "position", None)
+        position = self.source.position
         for k in range(1, missing + 1):
             frac = k / (missing + 1)
             index = prev_index + k

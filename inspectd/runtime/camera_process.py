@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import structlog
@@ -70,8 +70,11 @@ import structlog
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
 from inspectd.runtime.ringbuffer import RingBuffer, RingConfig
-from inspectd.runtime.sources.base import PositionFn
+from inspectd.runtime.sources.base import AcquiredSource, PositionFn, Source
 from inspectd.runtime.sources.config import GenICamConfig
+
+if TYPE_CHECKING:
+    from inspectd.runtime.acquisition import AcquisitionThread
 
 log = structlog.get_logger("inspectd.camera")
 
@@ -731,17 +734,17 @@ def _placeholder(shape: tuple[int, ...]) -> np.ndarray:
 
 
 # -- what the pipeline builds ----------------------------------------------------------------
-def ring_for(source: Any, cfg: RingConfig, on_drop: Callable[[FrameMeta], None]) -> RingBuffer:
+def ring_for(source: AcquiredSource, cfg: RingConfig, on_drop: Callable[[FrameMeta], None]) -> RingBuffer:
     """The ring buffer for ``source``: slots in shared memory for a camera process, else in-process."""
     if isinstance(source, CameraProcess):
         return source.ring(cfg, on_drop)
     return RingBuffer.from_config(cfg, on_drop=on_drop, shape=tuple(source.frame_shape))
 
 
-def acquisition_for(source: Any, ring: RingBuffer, stop_event: threading.Event, *, realtime: bool,
+def acquisition_for(source: AcquiredSource, ring: RingBuffer, stop_event: threading.Event, *, realtime: bool,
                     frame_period_s: float, on_lost: Callable[[FrameMeta], None],
                     on_silent: Callable[[FrameMeta], None], on_frame: Callable[[Frame], None] | None = None,
-                    on_corrupt: Callable[[FrameMeta], None] | None = None):
+                    on_corrupt: Callable[[FrameMeta], None] | None = None) -> CameraAcquisition | AcquisitionThread:
     """The thread that feeds ``ring`` from ``source``: ``CameraAcquisition`` for a camera
     process, ``AcquisitionThread`` for a source read in-process (files, folders)."""
     if isinstance(source, CameraProcess):
@@ -749,7 +752,8 @@ def acquisition_for(source: Any, ring: RingBuffer, stop_event: threading.Event, 
                                  on_silent=on_silent, on_frame=on_frame)
     from inspectd.runtime.acquisition import AcquisitionThread
 
-    return AcquisitionThread(source, ring, stop_event, realtime=realtime, on_lost=on_lost, on_corrupt=on_corrupt,
+    # Not a camera process: a Source read in-process (open_source made it).
+    return AcquisitionThread(cast(Source, source), ring, stop_event, realtime=realtime, on_lost=on_lost, on_corrupt=on_corrupt,
                              on_frame=on_frame)
 
 

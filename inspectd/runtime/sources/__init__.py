@@ -1,17 +1,24 @@
 """Frame sources: a GenICam camera, a video file, a folder of images."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from inspectd.errors import InspectdError
-from inspectd.runtime.sources.base import CorruptFrames, FrameTimeout, PositionFn, Source
+from inspectd.runtime.sources.base import AcquiredSource, CorruptFrames, FrameTimeout, PositionFn, Source
 from inspectd.runtime.sources.config import GenICamConfig, SourceConfig
 
-__all__ = ["CorruptFrames", "FrameTimeout", "GenICamConfig", "PositionFn", "Source", "SourceConfig", "open_source"]
+__all__ = ["AcquiredSource", "CorruptFrames", "FrameTimeout", "GenICamConfig", "PositionFn", "Source", "SourceConfig",
+           "open_source"]
 
 
+@overload
 def open_source(cfg: SourceConfig, camera: str, position: PositionFn | None = None, *,
-                camera_process: bool = False, log: Any = None) -> Any:
+                camera_process: Literal[False] = False, log: Any = None) -> Source: ...
+@overload
+def open_source(cfg: SourceConfig, camera: str, position: PositionFn | None = None, *,
+                camera_process: bool, log: Any = None) -> AcquiredSource: ...
+def open_source(cfg: SourceConfig, camera: str, position: PositionFn | None = None, *,
+                camera_process: bool = False, log: Any = None) -> AcquiredSource:
     """Open (and for a camera, configure) the configured source; errors are one line.
 
     Call ``stop()`` on the result when done, also if no acquisition thread ever ran
