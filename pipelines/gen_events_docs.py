@@ -234,7 +234,7 @@ def problems(text: str, messages: list[dict[str, Any]]) -> list[str]:
     for block in _JSON_BLOCK.findall(text):
         msg = json.loads(block)
         docs.setdefault(msg.get("kind"), []).append(msg)
-    for kind, wire in sorted(examples.items()):
+    for kind in sorted(examples):
         if kind not in docs:
             out.append(f"{kind}: sent, but docs/events.md has no example of it")
             continue

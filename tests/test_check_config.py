@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from stand_ins import tiny_checkpoint, write_video
 
 from inspectd.cli import main
-from stand_ins import tiny_checkpoint, write_video
 
 
 def _viky() -> Path | None:

@@ -7,12 +7,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from stand_ins import ThresholdBackend, write_video
 
 from inspectd.config import default_config
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.ringbuffer import OverflowPolicy
 from inspectd.runtime.sources.video import VideoSource
-from stand_ins import ThresholdBackend, write_video
 
 
 class SkippingCamera:
