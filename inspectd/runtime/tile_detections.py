@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inspectd.model.box_ops import box_iou
+
 
 @dataclass(slots=True)
 class TileDetections:
@@ -28,14 +30,6 @@ class TileDetections:
         return len(self.scores)
 
 
-def _iou_matrix(b: np.ndarray) -> np.ndarray:
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    w = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    return inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
-
-
 def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
     """Greedy NMS of boxes already sorted best first: bool mask of the kept ones.
 
@@ -46,7 +40,7 @@ def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
     keep = np.ones(k, dtype=bool)
     if k < 2:
         return keep
-    over = np.triu(_iou_matrix(boxes) > iou_thres, 1)    # over[j, i]: j outranks and overlaps i
+    over = np.triu(box_iou(boxes, boxes) > iou_thres, 1)    # over[j, i]: j outranks and overlaps i
     if not over.any():
         return keep
     for _ in range(k):

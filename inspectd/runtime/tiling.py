@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from inspectd.errors import InspectdError
+from inspectd.model.box_ops import box_area, pairwise_intersection
 
 PadMode = Literal["mean", "reflect", "constant"]
 
@@ -252,17 +253,6 @@ class SegStitcher:
             self.labels[fsl] = p.argmax(axis=0)
             p.max(axis=0, out=self.conf[fsl])
         return self.labels, self.conf
-
-
-def box_area(b: np.ndarray) -> np.ndarray:
-    return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-
-
-def pairwise_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[Ka, Kb] intersection areas of boxes a [Ka, 4] and b [Kb, 4]."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
 
 
 def connected_labels(adj: np.ndarray) -> np.ndarray:
