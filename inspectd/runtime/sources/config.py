@@ -5,13 +5,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from inspectd.configtools import doc, fail
+from inspectd.runtime.sources.pixel_formats import PIXEL_FORMATS
 
 SourceKind = Literal["video", "folder", "genicam"]
 
-#: GenICam pixel formats the GenICam source can turn into Mono8 or BGR frames.
-#: (Bayer formats are left out on purpose: their OpenCV pattern names differ from the
-#: GenICam ones and a wrong guess gives plausible but wrong colours.)
-PIXEL_FORMATS = ("Mono8", "RGB8", "RGB8Packed", "BGR8", "BGR8Packed", "RGBa8", "BGRa8")
 
 
 @dataclass

@@ -28,23 +28,13 @@ from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.sources.base import FrameTimeout, PositionFn
 from inspectd.runtime.sources.config import GenICamConfig
+from inspectd.runtime.sources.pixel_formats import CONVERSIONS
 
 if TYPE_CHECKING:
     from harvesters.core import Harvester, ImageAcquirer
 
 ENV_CTI_PATH = "GENICAM_GENTL64_PATH"
 
-# Camera pixel format -> (bytes per pixel, cv2 conversion to grey, cv2 conversion to BGR);
-# None means "copy as is".
-_FORMATS: dict[str, tuple[int, int | None, int | None]] = {
-    "Mono8": (1, None, cv2.COLOR_GRAY2BGR),
-    "RGB8": (3, cv2.COLOR_RGB2GRAY, cv2.COLOR_RGB2BGR),
-    "RGB8Packed": (3, cv2.COLOR_RGB2GRAY, cv2.COLOR_RGB2BGR),
-    "BGR8": (3, cv2.COLOR_BGR2GRAY, None),
-    "BGR8Packed": (3, cv2.COLOR_BGR2GRAY, None),
-    "RGBa8": (4, cv2.COLOR_RGBA2GRAY, cv2.COLOR_RGBA2BGR),
-    "BGRa8": (4, cv2.COLOR_BGRA2GRAY, cv2.COLOR_BGRA2BGR),
-}
 
 
 # -- producers -------------------------------------------------------------------------
@@ -312,7 +302,7 @@ class GenICamSource:
                 write_node(nm, "TriggerSource", cfg.trigger_source, where, "trigger_source")
         # Read back what the camera actually uses.
         self.pixel_format = str(read_node(nm, "PixelFormat"))
-        if self.pixel_format not in _FORMATS:
+        if self.pixel_format not in CONVERSIONS:
             raise InspectdError(f"{where}: the camera delivers {self.pixel_format}, which inspectd cannot convert")
         width, height = read_node(nm, "Width"), read_node(nm, "Height")
         if not width or not height:
@@ -321,7 +311,7 @@ class GenICamSource:
         triggered = str(read_node(nm, "TriggerMode")) == "On"
         rate = read_node(nm, "AcquisitionFrameRate")
         self.nominal_fps: float | None = None if triggered or rate is None else float(rate)
-        self._bpp, to_gray, to_bgr = _FORMATS[self.pixel_format]
+        self._bpp, to_gray, to_bgr = CONVERSIONS[self.pixel_format]
         self._conversion = to_gray if self.channels == 1 else to_bgr
         self._staging = np.empty(self.frame_shape, np.uint8)
 
