@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -88,8 +88,7 @@ def _max_rate(cfg) -> float:
 
     src = GenICamSource(cfg, "bench")
     try:
-        node = src._ia.remote_device.node_map.get_node("AcquisitionFrameRate")
-        return float(node.max)
+        return src.node_max("AcquisitionFrameRate")
     finally:
         src.stop()
 
@@ -99,7 +98,7 @@ def grab_frames(cti: Path, n: int, size: tuple[int, int]) -> list[np.ndarray]:
     from inspectd.runtime.sources.genicam import GenICamSource
 
     src = GenICamSource(_camera_cfg(cti, size, 200.0), "bench")
-    out = []
+    out: list[np.ndarray] = []
     try:
         src.start()
         while len(out) < n:
@@ -211,7 +210,7 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         factory = BackendFactory(checkpoint, opts.threads, None, [], progress, streams=opts.streams)
         icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight)
 
-        def cfg_for(kind: str):
+        def cfg_for(kind: Literal["video", "genicam"]):
             cfg = default_config()
             cfg.camera = "bench"
             cfg.inference = icfg

@@ -322,6 +322,15 @@ class GenICamSource:
         names = ("PixelFormat", "Width", "Height", "AcquisitionFrameRate", "ExposureTime", "TriggerMode")
         return {n: read_node(nm, n) for n in names if nm.has_node(n)}
 
+    def node_max(self, name: str) -> float:
+        """The largest value the camera allows for numeric node ``name`` (``AcquisitionFrameRate``
+        at the configured size, say: what bench's camera mode paces at)."""
+        assert self._ia is not None
+        nm = self._ia.remote_device.node_map
+        if not nm.has_node(name):
+            raise InspectdError(f"{self.where}: the camera has no {name} node")
+        return float(nm.get_node(name).max)
+
     def execute(self, name: str) -> None:
         """Execute the command node ``name`` (``AcquisitionStop``, ``TriggerSoftware``, ...)."""
         assert self._ia is not None
