@@ -124,7 +124,7 @@ class PeerRunner:
 class Variant:
     label: str          # "inspectd", "yolo11n-seg", ...
     precision: str
-    call: Callable[[], None]
+    call: Callable[[], object]     # one model call; what it returns is not used
     close: Callable[[], None]
 
 
@@ -139,8 +139,8 @@ def _inspectd_variant(checkpoint: Path, precision: str, threads: int, tile: np.n
 def run_peers(checkpoint: Path, threads: int = 0, rounds: int = 8, calls: int = 40,
               precisions: tuple[str, ...] = PRECISIONS, progress: Progress | None = None) -> dict[str, Any]:
     """Measure inspectd and the peers interleaved; see the module docstring."""
-    from inspectd.backends.openvino_backend import cpu_has_bf16
     from inspectd.backends.onnx_model import cache_dir
+    from inspectd.backends.openvino_backend import cpu_has_bf16
     from inspectd.bench import PhaseMonitor, machine_info
     from inspectd.model.checkpoint import read_metadata
 
@@ -178,8 +178,8 @@ def run_peers(checkpoint: Path, threads: int = 0, rounds: int = 8, calls: int = 
         fps: dict[tuple[str, str], list[float]] = {(v.label, v.precision): [] for v in variants}
         other: list[float] = []
         progress(f"peers: {rounds} rounds of {calls} calls per model and precision, interleaved")
-        for r in range(rounds):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for turn in range(rounds):
+            order = variants[turn % len(variants):] + variants[:turn % len(variants)]
             with PhaseMonitor() as mon:
                 for v in order:
                     v.call()
@@ -191,7 +191,7 @@ def run_peers(checkpoint: Path, threads: int = 0, rounds: int = 8, calls: int = 
     finally:
         for v in variants:
             v.close()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for prec in precisions:
         mine = fps[("inspectd", prec)]
         row = {"precision": prec, "inspectd_fps": _median(mine), "inspectd_fps_range": _range(mine)}
