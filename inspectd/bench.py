@@ -672,7 +672,8 @@ def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames
     cfg.log.verdicts = "none"
 
     timed = TimedBackend(backend)
-    pipeline = Pipeline(cfg, realtime=bool(paced_fps), backend=timed, handle_signals=False)
+    # No self-test: its calls (and its compile for this batch size) would count as frames' model time.
+    pipeline = Pipeline(cfg, realtime=bool(paced_fps), backend=timed, handle_signals=False, self_test=False)
     sub = None
     try:
         sub = _Subscriber(pipeline.publisher.endpoint)
