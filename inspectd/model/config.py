@@ -28,6 +28,18 @@ def check_class_name(name: str, where: str) -> None:
             f"event topics), e.g. {name.strip().replace(' ', '_').replace('/', '-')!r}")
 
 
+def check_model_classes(class_names: list[str], seg_class_names: list[str], model: str) -> None:
+    """Any class a model names is judged by its merge rule or ``merge.default``, but the names
+    become fields of the event topics: a model (an ONNX file, say) naming a class that cannot be
+    one is refused. Rules naming classes the model lacks: ``merge.check_rules_against_model``."""
+    from inspectd.configtools import ConfigError
+
+    for c in [*class_names, *seg_class_names[1:]]:
+        if not CLASS_NAME.match(c):
+            raise ConfigError(f"model {model}: class name {c!r} cannot be a field of the event topics "
+                              "(letters, digits, '_', '-' or '.')")
+
+
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
 
 

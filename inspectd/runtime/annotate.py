@@ -217,6 +217,15 @@ class Annotator:
         self._thread = threading.Thread(target=self._loop, name="annotate", daemon=True)
         self._thread.start()
 
+    def set_stream(self, fps: float | None, class_names: list[str], seg_class_names: list[str]) -> None:
+        """What is known once the source and the model are open (the annotator is built first, so
+        that a bad file name fails before the model loads): the recording's frame rate (None:
+        keep the default) and the model's classes, for the colours. Before the first ``submit``."""
+        if fps:
+            self.sink.fps = float(fps)
+        self.class_names = list(class_names)
+        self.seg_class_names = list(seg_class_names)
+
     @property
     def path(self) -> Path:
         return self.sink.path

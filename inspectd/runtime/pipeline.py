@@ -58,19 +58,6 @@ NOT_IN_RING = ("camera_lost", "camera_silent", "corrupt")
 _SOURCE_STOP_S = 5.0
 
 
-def check_model_classes(class_names: list[str], seg_class_names: list[str], merge: Any, model: str) -> None:
-    """Any class a model names is judged by its merge rule or ``merge.default``, but the names
-    become fields of the event topics: a model (an ONNX file, say) naming a class that cannot be
-    one is refused. Rules naming classes the model lacks: ``check_rules_against_model``."""
-    from inspectd.configtools import ConfigError
-    from inspectd.model.config import CLASS_NAME
-
-    for c in [*class_names, *seg_class_names[1:]]:
-        if not CLASS_NAME.match(c):
-            raise ConfigError(f"model {model}: class name {c!r} cannot be a field of the event topics "
-                              "(letters, digits, '_', '-' or '.')")
-
-
 @dataclass
 class PipelineResult:
     exit_code: int
@@ -157,6 +144,7 @@ class Pipeline:
         from inspectd.bus.messages import EventEncoder
         from inspectd.bus.publisher import EventPublisher
         from inspectd.line import position_fn, strip_position_m
+        from inspectd.model.config import check_model_classes
         from inspectd.runtime.alarm_thread import AlarmThread
         from inspectd.runtime.camera_process import acquisition_for, ring_for
         from inspectd.runtime.coils import CoilDesk, CoilTracker
@@ -174,20 +162,18 @@ class Pipeline:
         try:
             if annotate_path is not None:
                 from inspectd.runtime.annotate import Annotator
-                self.annotator = Annotator(annotate_path, fps=10.0)   # checks the name first; fps set below
+                self.annotator = Annotator(annotate_path, fps=10.0)   # checks the name first; set_stream below
             # A GenICam camera is acquired in its own process (runtime.camera_process: why).
             self._source = source if source is not None else open_source(cfg.source, cfg.camera, None,
                                                                         camera_process=True, log=cfg.log)
             if self.source.position is None:
                 # A frame's strip position follows from its index once the frame height is known.
                 self.source.position = position_fn(cfg.line, int(self.source.frame_shape[0]))
-            if self.annotator is not None and self.source.nominal_fps:
-                self.annotator.sink.fps = float(self.source.nominal_fps)
             if self._backend is None:
                 from inspectd.backends import create_backend
                 self._backend = create_backend(cfg.inference)
             check_classes(cfg.alarms.periodic, list(self.backend.class_names))
-            check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names), cfg.merge,
+            check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names),
                                 str(cfg.inference.model or "(the shipped model)"))
             self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
             if self_test:
@@ -200,9 +186,7 @@ class Pipeline:
                 log.info("self_test_passed", backend=self.backend.name, **found)
                 self._frame_est_ns = int(found["frame_ms"] * 1e6)
             if self.annotator is not None:
-                self.annotator.seg_class_names = list(self.stage.seg_class_names)
-                self.annotator.class_names = list(self.stage.class_names)
-                self.annotator.class_names = list(self.stage.class_names)
+                self.annotator.set_stream(self.source.nominal_fps, self.stage.class_names, self.stage.seg_class_names)
             self.ring = ring_for(self.source, cfg.ring, self._on_drop)
             if realtime is None:
                 # `run` on a recording: pace it like the camera it stands in for, if its rate is known.

@@ -110,9 +110,9 @@ def preflight(cfg: DaemonConfig, where: str, given: dict[str, str] | None = None
         seg_names = list(backend.seg_class_names)
         # A mismatch of model and rules is the model's fault when the command line chose it.
         with blame.on("inference.model", message_names_key="inference.model" not in blame.given):
+            from inspectd.model.config import check_model_classes
             from inspectd.runtime.merge import check_rules_against_model
-            from inspectd.runtime.pipeline import check_model_classes
-            check_model_classes(class_names, seg_names, cfg.merge, str(cfg.inference.model or "(the shipped model)"))
+            check_model_classes(class_names, seg_names, str(cfg.inference.model or "(the shipped model)"))
             check_rules_against_model(cfg.merge, class_names, seg_names)
         with blame.on("inference.tile_overlap_px"):
             from inspectd.runtime.inference import check_tile_overlap
