@@ -94,7 +94,7 @@ def _process_ticks(pid: int | str = "self") -> int:
 
 def _thread_ticks() -> dict[int, int]:
     """CPU ticks (utime + stime) of each thread of this process, by thread id."""
-    out = {}
+    out: dict[int, int] = {}
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
@@ -195,7 +195,7 @@ class PhaseMonitor:
         return round(self.peak / 2**20, 1)
 
     def fields(self) -> dict[str, Any]:
-        out = {"peak_rss_mb": self.mb, "other_processes_cpu_cores": self.other_cores}
+        out: dict[str, Any] = {"peak_rss_mb": self.mb, "other_processes_cpu_cores": self.other_cores}
         if self.per_thread:
             out["cpu_s_by_thread"] = self.cpu_s_by_thread
         return out
@@ -626,6 +626,7 @@ class _Subscriber:
         import json
         import select
 
+        assert self.proc.stdout is not None and self.proc.stdin is not None   # both PIPE
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
@@ -638,6 +639,7 @@ class _Subscriber:
 
     def send(self, obj: dict[str, Any]) -> None:
         import json
+        assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(obj) + "\n")
         self.proc.stdin.flush()
 
@@ -676,7 +678,9 @@ def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames
     pipeline = Pipeline(cfg, realtime=bool(paced_fps), backend=timed, handle_signals=False, self_test=False)
     sub = None
     try:
-        sub = _Subscriber(pipeline.publisher.endpoint)
+        endpoint = pipeline.publisher.endpoint
+        assert endpoint is not None           # bus.publish is set above
+        sub = _Subscriber(endpoint)
         sub.read(60)                           # ready: its subscription is live
         mon = PhaseMonitor(per_thread=True)
         mon.pids.append(sub.pid)               # the subscriber's CPU is part of the measurement
