@@ -10,6 +10,8 @@ import importlib.util
 import sys
 import threading
 import time
+
+import structlog
 from pathlib import Path
 
 from inspectd.bus.messages import camera_prefixes
@@ -66,7 +68,9 @@ def _run_with_actuator(tmp_path, delay_s: float, gate_distance_m: float, skip_la
     loop = threading.Thread(target=actuator.run, args=(sub, logic, gate, stop), daemon=True)
     loop.start()
     try:
-        result = pipeline.run()
+        with structlog.testing.capture_logs() as logs:
+            result = pipeline.run()
+        _run_with_actuator.logs = logs
         statuses = []
         while (ev := status_sub.recv(2.0)) is not None:
             statuses.append(ev.msg)
@@ -108,6 +112,9 @@ def test_slow_model_late_verdicts_are_counted_reported_and_fail_safe(tmp_path):
     assert (True, "verdicts late: no verdict yet for the strip at the gate") in gate.changes
     assert gate.changes[-1][0] is True
     assert any(w.startswith("late: ") for w in warnings)
+    # ... and the daemon logged them (a warning per status tick, the total in the last one).
+    logged = [e for e in _run_with_actuator.logs if e["event"] == "verdicts_late"]
+    assert logged and logged[-1]["late_total"] == c["late"] and logged[-1]["log_level"] == "warning"
 
 
 def test_fast_model_is_not_late_and_the_gate_passes(tmp_path):
@@ -142,3 +149,25 @@ def test_frames_that_cannot_make_the_gate_are_published_uninspected_in_time(tmp_
     assert late_frames <= 4 * len(verdicts), late_skips
     assert sum(f.reason.endswith("(deadline)") for f in logic.fired) >= 1
     assert c["captured"] == c["inspected"] + c["uninspected"]
+
+
+def test_replay_realtime_summary_reports_late_verdicts(tmp_path):
+    """`inspectd replay --realtime`: the summary says how many verdicts were late and by how much
+    (a real model file; the gate 1 mm downstream, so that no verdict can be in time)."""
+    import os
+    import subprocess
+    from stand_ins import tiny_checkpoint
+    video = tmp_path / "v.avi"
+    write_video(video, 8, size=(200, 200), fps=25.0)
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text("line: {gate_distance_m: 0.001}\ninference: {backend: torch, skip_late: false}\n")
+    model = tiny_checkpoint(tmp_path / "m.safetensors")
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    args = [sys.executable, "-m", "inspectd.cli", "replay", str(video), "--model", str(model), "--config", str(cfg),
+            "--show", "none"]
+    r = subprocess.run([*args, "--realtime"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "  late: 8 verdicts (0 rejects) published after their strip reached the gate; worst " in r.stderr
+    # Unpaced, frames wait in the ring by design: there is no line to be late for, nothing is said.
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "late:" not in r.stderr and "verdicts_late" not in r.stderr, r.stderr
