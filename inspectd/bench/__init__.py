@@ -15,7 +15,8 @@ One process, one run, one recording:
    process that must receive every verdict. Once as fast as it goes (ring policy ``block``:
    nothing dropped; latency then includes the queue), once paced at ``rate`` frames per second
    like a camera (policy ``drop_oldest``, as in service): the latency run. The subscriber is
-   ``python -m inspectd.bench --subscriber ENDPOINT``, talking to the bench over pipes.
+   ``python -m inspectd.bench --subscriber ENDPOINT`` (``bench/__main__.py``), talking to the bench
+   over pipes.
 
 Latency is taken from the verdict itself: ``publish_wall_ns - capture_wall_ns`` (capture to
 publish), and at the subscriber ``receipt - capture_wall_ns``. Peak memory is the process's
@@ -42,7 +43,7 @@ from inspectd.errors import InspectdError
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "torch-cuda")
 PAPER_FPS = 85.6            # Zhang et al. 2022, end to end on a Tesla P100 (200 x 200 images)
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "neu_strip.mkv"
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "neu_strip.mkv"
 
 Progress = Callable[[str], None]
 
@@ -1020,9 +1021,3 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {t['name']}{note} | {_f(t['measured'], 3)} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
     lines.append("")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--subscriber":
-        sys.exit(_subscriber_main(sys.argv[2]))
-    sys.exit("usage: python -m inspectd.bench --subscriber ENDPOINT (the bench's subscriber process)")
