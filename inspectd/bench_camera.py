@@ -28,13 +28,13 @@ from inspectd.bench import (
     BenchOptions,
     PhaseMonitor,
     Progress,
-    _f,
     _precision,
     _warm,
     availability,
     machine_info,
     resolve_model,
 )
+from inspectd.bench.report import _f
 from inspectd.errors import InspectdError
 
 TARGET_RATIO = 0.9

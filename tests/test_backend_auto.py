@@ -27,8 +27,9 @@ def _hide(monkeypatch, *names: str) -> None:
 def test_auto_is_the_default_everywhere():
     assert InferenceConfig().backend == "auto" and InferenceConfig().precision == "auto"
     assert default_config().inference.backend == "auto"
-    from inspectd.config import load_config
     from pathlib import Path
+
+    from inspectd.config import load_config
     root = Path(__file__).resolve().parents[1] / "configs"
     for name in ("inspectd.yaml", "camera-example.yaml"):
         assert load_config(root / name).inference.backend == "auto", name

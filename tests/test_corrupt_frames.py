@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from stand_ins import ThresholdBackend, write_video
 
 from inspectd.config import default_config
 from inspectd.runtime.pipeline import Pipeline
@@ -20,7 +21,6 @@ from inspectd.runtime.ringbuffer import OverflowPolicy
 from inspectd.runtime.sources import CorruptFrames
 from inspectd.runtime.sources.jpeg_check import jpeg_damage
 from inspectd.runtime.sources.video import VideoSource
-from stand_ins import ThresholdBackend, write_video
 
 N = 40
 

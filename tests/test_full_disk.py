@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from stand_ins import tiny_checkpoint, write_video
 
 ROOT = Path(__file__).resolve().parents[1]

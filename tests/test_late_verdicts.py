@@ -10,16 +10,16 @@ import importlib.util
 import sys
 import threading
 import time
+from pathlib import Path
 
 import structlog
-from pathlib import Path
+from stand_ins import ThresholdBackend, write_video
 
 from inspectd.bus.messages import camera_prefixes
 from inspectd.bus.subscriber import EventSubscriber
 from inspectd.config import default_config
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.ringbuffer import OverflowPolicy
-from stand_ins import ThresholdBackend, write_video
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -156,6 +156,7 @@ def test_replay_realtime_summary_reports_late_verdicts(tmp_path):
     (a real model file; the gate 1 mm downstream, so that no verdict can be in time)."""
     import os
     import subprocess
+
     from stand_ins import tiny_checkpoint
     video = tmp_path / "v.avi"
     write_video(video, 8, size=(200, 200), fps=25.0)

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from stand_ins import ThresholdBackend, tiny_checkpoint, write_video
 
 from inspectd.config import default_config
 from inspectd.errors import InspectdError
@@ -23,7 +24,6 @@ from inspectd.model.checkpoint import load_checkpoint
 from inspectd.runtime.inference import InferenceStage
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.selftest import run_self_test
-from stand_ins import ThresholdBackend, tiny_checkpoint, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "INSPECTD_DEBUG")}
