@@ -29,11 +29,11 @@ from inspectd.bench import (
     PhaseMonitor,
     Progress,
     _precision,
-    _warm,
     availability,
     machine_info,
     resolve_model,
 )
+from inspectd.bench.measure import warm
 from inspectd.bench.report import _f
 from inspectd.errors import InspectdError
 
@@ -225,7 +225,7 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
 
         def backend():
             b = factory.make(backend_name)
-            _warm(b, 1)
+            warm(b, 1)
             return b
 
         progress(f"recording of those frames, {backend_name}, unpaced (policy block)")

@@ -343,6 +343,11 @@ class InferenceStage:
         return self._jobs[0]
 
     @property
+    def tiles_per_frame(self) -> int:
+        """Tiles the current frame size is cut into (0 before the first frame)."""
+        return self._state.grid.n if self._state is not None else 0
+
+    @property
     def pending(self) -> int:
         """Frames begun and not yet finished."""
         return len(self._jobs)
