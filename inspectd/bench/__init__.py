@@ -25,6 +25,7 @@ resident set, sampled every 20 ms during each measurement.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from inspectd.errors import InspectdError
 __all__ = ["BACKENDS", "BackendFactory", "BenchOptions", "PhaseMonitor", "Progress", "availability",
            "machine_info", "markdown", "resolve_model", "run_bench"]
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "torch-cuda")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "torch-cuda")
 PAPER_FPS = 85.6            # Zhang et al. 2022, end to end on a Tesla P100 (200 x 200 images)
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "neu_strip.mkv"
 
@@ -182,6 +183,8 @@ def availability(name: str) -> tuple[bool, str]:
         import openvino  # noqa: F401
     except ImportError:
         return False, "openvino is not installed (pip install 'inspectd[openvino]')"
+    if name == "openvino-int8" and importlib.util.find_spec("nncf") is None:
+        return False, "nncf is not installed (pip install 'inspectd[int8]')"
     if name == "openvino-bf16":
         from inspectd.backends.openvino_backend import cpu_has_bf16
         if not cpu_has_bf16():
@@ -242,6 +245,33 @@ class BackendFactory:
         self.notes["onnxruntime-int8"] = self._int8.note
         return self._int8
 
+    def openvino_int8(self) -> Path:
+        """The NNCF int8 IR: from the model cache (inspectd export --int8), else calibrated now on
+        --calib-data, else on the bench frames (a speed figure only; said in the notes)."""
+        from inspectd.backends.openvino_int8 import build_int8, int8_ir_path, quantize_openvino
+
+        ir = int8_ir_path(self.checkpoint)
+        if ir.is_file():
+            self.notes["openvino-int8"] = f"NNCF int8 IR from the model cache ({ir.name})"
+            return ir
+        if self.calib_data is not None:
+            self.notes["openvino-int8"] = f"NNCF int8 calibrated on 300 images of {self.calib_data}"
+            return build_int8(self.checkpoint, self.calib_data, 300, self.progress)
+        from inspectd.backends.onnx_model import prepare
+        fp32 = prepare(self.checkpoint)
+        tiles = np.concatenate([b for b in self._bench_tiles(fp32)])[:64]
+        self.progress(f"quantising to int8 with NNCF on {len(tiles)} bench tiles")
+        self.notes["openvino-int8"] = f"NNCF int8 calibrated on {len(tiles)} bench tiles (speed only)"
+        return quantize_openvino(fp32, tiles, ir.with_name(ir.stem + "-bench.xml"))
+
+    def _bench_tiles(self, fp32):
+        from inspectd.runtime.tiling import TileCutter, TileGrid
+        th, tw = fp32.config.input_size
+        img = self.frames[0].image
+        grid = TileGrid.build(img.shape[0], img.shape[1], th, tw, 32)
+        cutter = TileCutter(grid, img.shape, fp32.config.in_channels)
+        return [cutter.cut(f.image).copy() for f in self.frames[:64]]
+
     def make(self, name: str):
         if name == "torch":
             from inspectd.backends.torch_backend import TorchBackend
@@ -257,6 +287,9 @@ class BackendFactory:
             from inspectd.backends.onnx_backend import OnnxRuntimeBackend
             return OnnxRuntimeBackend(self.int8_model(), threads=self.threads)
         from inspectd.backends.openvino_backend import OpenVinoBackend
+        if name == "openvino-int8":
+            return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads, streams=self.streams,
+                                   precision="int8", int8_ir=self.openvino_int8())
         return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads, streams=self.streams,
                                precision="bf16" if name == "openvino-bf16" else "fp32")
 
@@ -428,5 +461,6 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
 
 
 def _precision(name: str) -> str:
-    return {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "torch-cuda": "fp16"}.get(name, "fp32")
+    return {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8",
+            "torch-cuda": "fp16"}.get(name, "fp32")
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 NAME = "bench"
-_BACKENDS = "torch, onnxruntime, onnxruntime-int8, openvino, openvino-bf16, torch-cuda"
+_BACKENDS = "torch, onnxruntime, onnxruntime-int8, openvino, openvino-bf16, openvino-int8, torch-cuda"
 
 
 def _size(text: str) -> tuple[int, int]:

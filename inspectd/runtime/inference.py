@@ -51,10 +51,13 @@ class InferenceConfig:
         "(the checkpoint exported to ONNX once and cached; CPU). On a 2-core Zen 4, `openvino` with "
         "bf16 runs the model 4-5x faster than torch on the CPU at no accuracy cost (BENCHMARKS.md).",
         default="auto")
-    precision: Literal["auto", "fp32", "bf16"] = doc(
+    precision: Literal["auto", "fp32", "bf16", "int8"] = doc(
         "Arithmetic of the `openvino` backend: `auto` = `bf16` where the CPU has native bf16 "
         "(avx512_bf16/AMX; mAP within 0.001 of fp32 on NEU val, models/README.md), else `fp32`. "
-        "Other backends ignore it.", default="auto")
+        "`int8`: the model quantised with NNCF (post-training, calibrated on training images; box "
+        "decoding and the heads' output layers kept in float), built once into the model cache by "
+        "`inspectd export --int8 --calib-data DIR`; accuracy and speed against bf16 in BENCHMARKS.md "
+        "(issue 13). Other backends ignore it.", default="auto")
     device: Literal["cpu", "cuda", "auto"] = doc(
         "Where the model runs: `cpu`, `cuda` (an error if no CUDA device is available), or `auto` "
         "(CUDA when available, else CPU).", default="auto")
