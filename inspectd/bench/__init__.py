@@ -25,18 +25,15 @@ resident set, sampled every 20 ms during each measurement.
 from __future__ import annotations
 
 import gc
-import importlib.util
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from inspectd.bench.backends import BACKENDS, BackendFactory, Progress, availability
 from inspectd.bench.cpu import PhaseMonitor, machine_info
 from inspectd.bench.frames import _texture_pool as _texture_pool  # tests/test_openvino_int8.py
 from inspectd.bench.frames import read_frames, write_recording
@@ -48,10 +45,7 @@ from inspectd.errors import InspectdError
 __all__ = ["BACKENDS", "BackendFactory", "BenchOptions", "PhaseMonitor", "Progress", "availability",
            "machine_info", "markdown", "resolve_model", "run_bench"]
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "torch-cuda")
 PAPER_FPS = 85.6            # Zhang et al. 2022, end to end on a Tesla P100 (200 x 200 images)
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -98,139 +92,6 @@ def random_model(path: Path, preset: str = "n", seed: int = 0) -> Path:
 
     model = build_random_calibrated(load_preset(preset), seed=seed, batch=4)
     return save_checkpoint(model, path, {"note": "random weights (inspectd bench)"})
-
-
-# -- backends -------------------------------------------------------------------------------
-def availability(name: str) -> tuple[bool, str]:
-    """Whether backend ``name`` can run here, and if not why."""
-    if name not in BACKENDS:
-        raise InspectdError(f"--backends: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
-    if name == "torch":
-        return True, ""
-    if name == "torch-cuda":
-        import torch
-        if not torch.cuda.is_available():
-            return False, "no CUDA device (torch.cuda.is_available() is False)"
-        return True, ""
-    if name.startswith("onnxruntime"):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False, "onnxruntime is not installed (pip install 'inspectd[onnx]')"
-        return True, ""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False, "openvino is not installed (pip install 'inspectd[openvino]')"
-    if name == "openvino-int8" and importlib.util.find_spec("nncf") is None:
-        return False, "nncf is not installed (pip install 'inspectd[int8]')"
-    if name == "openvino-bf16":
-        from inspectd.backends.openvino_backend import cpu_has_bf16
-        if not cpu_has_bf16():
-            return False, "this CPU has no native bf16 (AVX512_BF16 or AMX)"
-    return True, ""
-
-
-class BackendFactory:
-    """Builds the named backends for one checkpoint (the int8 model is made once, on demand)."""
-
-    def __init__(self, checkpoint: Path, threads: int, calib_data: Path | None, frames: list,
-                 progress: Progress, streams: int = 1):
-        self.checkpoint = checkpoint
-        self.threads = threads
-        self.streams = streams
-        self.calib_data = calib_data
-        self.frames = frames
-        self.progress = progress
-        self._int8 = None
-        self.notes: dict[str, str] = {}
-
-    def int8_model(self):
-        if self._int8 is not None:
-            return self._int8
-        from inspectd.backends.onnx_model import (
-            cache_dir,
-            file_sha256,
-            prepare,
-            read_metadata,
-        )
-        from inspectd.backends.quantize import calibration_tiles, quantize_int8
-
-        shipped = self.checkpoint.with_name(self.checkpoint.stem + ".int8.onnx")
-        if shipped.is_file():
-            self._int8 = read_metadata(shipped)
-            self.notes["onnxruntime-int8"] = f"{shipped.name}: {self._int8.note}"
-            return self._int8
-        fp32 = prepare(self.checkpoint)
-        if self.calib_data is not None:
-            from inspectd.data.neu import read_stems
-            split = self.calib_data / "train.txt"
-            tiles = calibration_tiles(self.calib_data, read_stems(split), fp32, 64)
-            what, tag = f"{len(tiles)} images of {split}", "neu"
-        else:
-            from inspectd.runtime.tiling import TileCutter, TileGrid
-            th, tw = fp32.config.input_size
-            img = self.frames[0].image
-            grid = TileGrid.build(img.shape[0], img.shape[1], th, tw, 32)
-            cutter = TileCutter(grid, img.shape, fp32.config.in_channels)
-            tiles = np.concatenate([cutter.cut(f.image).copy() for f in self.frames[:64]])[:64]
-            what, tag = f"{len(tiles)} tiles of the bench frames", "bench"
-        out = cache_dir() / "onnx" / f"{self.checkpoint.stem}-{file_sha256(self.checkpoint)[:16]}-int8-{tag}.onnx"
-        if out.is_file():
-            self._int8 = read_metadata(out)
-        else:
-            self.progress(f"quantising to int8 (calibration: {what})")
-            self._int8 = quantize_int8(fp32, out, tiles, what)
-        self.notes["onnxruntime-int8"] = self._int8.note
-        return self._int8
-
-    def openvino_int8(self) -> Path:
-        """The NNCF int8 IR: from the model cache (inspectd export --int8), else calibrated now on
-        --calib-data, else on the bench frames (a speed figure only; said in the notes)."""
-        from inspectd.backends.openvino_int8 import build_int8, int8_ir_path, quantize_openvino
-
-        ir = int8_ir_path(self.checkpoint)
-        if ir.is_file():
-            self.notes["openvino-int8"] = f"NNCF int8 IR from the model cache ({ir.name})"
-            return ir
-        if self.calib_data is not None:
-            self.notes["openvino-int8"] = f"NNCF int8 calibrated on 300 images of {self.calib_data}"
-            return build_int8(self.checkpoint, self.calib_data, 300, self.progress)
-        from inspectd.backends.onnx_model import prepare
-        fp32 = prepare(self.checkpoint)
-        tiles = np.concatenate([b for b in self._bench_tiles(fp32)])[:64]
-        self.progress(f"quantising to int8 with NNCF on {len(tiles)} bench tiles")
-        self.notes["openvino-int8"] = f"NNCF int8 calibrated on {len(tiles)} bench tiles (speed only)"
-        return quantize_openvino(fp32, tiles, ir.with_name(ir.stem + "-bench.xml"))
-
-    def _bench_tiles(self, fp32):
-        from inspectd.runtime.tiling import TileCutter, TileGrid
-        th, tw = fp32.config.input_size
-        img = self.frames[0].image
-        grid = TileGrid.build(img.shape[0], img.shape[1], th, tw, 32)
-        cutter = TileCutter(grid, img.shape, fp32.config.in_channels)
-        return [cutter.cut(f.image).copy() for f in self.frames[:64]]
-
-    def make(self, name: str):
-        if name == "torch":
-            from inspectd.backends.torch_backend import TorchBackend
-            return TorchBackend(self.checkpoint, device="cpu", threads=self.threads)
-        if name == "torch-cuda":
-            from inspectd.backends.torch_backend import TorchBackend
-            return TorchBackend(self.checkpoint, device="cuda", half=True)
-        from inspectd.backends.onnx_model import prepare
-        if name == "onnxruntime":
-            from inspectd.backends.onnx_backend import OnnxRuntimeBackend
-            return OnnxRuntimeBackend(prepare(self.checkpoint), threads=self.threads)
-        if name == "onnxruntime-int8":
-            from inspectd.backends.onnx_backend import OnnxRuntimeBackend
-            return OnnxRuntimeBackend(self.int8_model(), threads=self.threads)
-        from inspectd.backends.openvino_backend import OpenVinoBackend
-        if name == "openvino-int8":
-            return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads, streams=self.streams,
-                                   precision="int8", int8_ir=self.openvino_int8())
-        return OpenVinoBackend(prepare(self.checkpoint), threads=self.threads, streams=self.streams,
-                               precision="bf16" if name == "openvino-bf16" else "fp32")
 
 
 # -- the whole run --------------------------------------------------------------------------
