@@ -66,16 +66,23 @@ class BenchOptions:
 
 # -- the model ------------------------------------------------------------------------------
 def resolve_model(opts: BenchOptions, workdir: Path, progress: Progress) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint to measure: --model, the shipped model, or the `n` preset with random weights."""
-    if opts.model is not None:
-        path = Path(opts.model).expanduser()
-        if not path.is_file():
-            raise InspectdError(f"--model {opts.model}: model file not found")
-        return path, {"path": str(path), "random_weights": False}
+    """The checkpoint to measure: --model, the shipped model (both found as the service finds
+    them, ``backends.model_path``), or the `n` preset with random weights."""
+    from inspectd.backends import model_path
     from inspectd.model import default_model_path
-    shipped = default_model_path()
-    if shipped.is_file():
+    from inspectd.runtime.inference import InferenceConfig
+
+    if opts.model is not None:
+        try:
+            path = model_path(InferenceConfig(model=Path(opts.model).expanduser()))
+        except InspectdError:
+            raise InspectdError(f"--model {opts.model}: model file not found") from None
+        return path, {"path": str(path), "random_weights": False}
+    try:
+        shipped = model_path(InferenceConfig())
         return shipped, {"path": str(shipped), "random_weights": False}
+    except InspectdError:
+        shipped = default_model_path()
     progress(f"the shipped model {shipped} is missing: measuring the `n` preset with random weights")
     return random_model(workdir / "random-n.safetensors"), {
         "path": None, "random_weights": True,
