@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     if args.camera_fps:
-        from inspectd.bench_camera import markdown as camera_markdown
-        from inspectd.bench_camera import parse_rates, run_camera_bench
+        from inspectd.bench.camera import markdown as camera_markdown
+        from inspectd.bench.camera import parse_rates, run_camera_bench
 
         result = run_camera_bench(BenchOptions(
             model=Path(args.model).expanduser() if args.model else None, frames=args.frames,
