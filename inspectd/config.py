@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from inspectd.backends.config import InferenceConfig
 from inspectd.bus.config import BusConfig
 from inspectd.configtools import doc, fail, from_mapping, load_yaml
 from inspectd.control.config import ControlConfig
 from inspectd.line import LineConfig
 from inspectd.logging_setup import LogConfig
-from inspectd.runtime.inference import InferenceConfig
 from inspectd.runtime.merge import MergeConfig
 from inspectd.runtime.periodic import PeriodicConfig
 from inspectd.runtime.ringbuffer import RingConfig

@@ -16,7 +16,7 @@ log = structlog.get_logger("inspectd.backends")
 
 if TYPE_CHECKING:
     from inspectd.backends.base import Backend
-    from inspectd.runtime.inference import InferenceConfig
+    from inspectd.backends.config import InferenceConfig
 
 
 def model_path(cfg: InferenceConfig) -> Path:

@@ -31,7 +31,7 @@ from inspectd.backends.onnx_model import (
 from inspectd.errors import InspectdError
 
 if TYPE_CHECKING:
-    from inspectd.runtime.inference import InferenceConfig
+    from inspectd.backends.config import InferenceConfig
 
 
 class OnnxRuntimeBackend:

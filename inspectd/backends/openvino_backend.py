@@ -36,7 +36,7 @@ from inspectd.backends.onnx_model import (
 from inspectd.errors import InspectdError
 
 if TYPE_CHECKING:
-    from inspectd.runtime.inference import InferenceConfig
+    from inspectd.backends.config import InferenceConfig
 
 PRECISIONS = ("fp32", "bf16", "int8")
 _HINT = {"fp32": "f32", "bf16": "bf16"}

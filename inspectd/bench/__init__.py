@@ -69,8 +69,8 @@ def resolve_model(opts: BenchOptions, workdir: Path, progress: Progress) -> tupl
     """The checkpoint to measure: --model, the shipped model (both found as the service finds
     them, ``backends.model_path``), or the `n` preset with random weights."""
     from inspectd.backends import model_path
+    from inspectd.backends.config import InferenceConfig
     from inspectd.model import default_model_path
-    from inspectd.runtime.inference import InferenceConfig
 
     if opts.model is not None:
         try:
@@ -134,8 +134,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
 
 
 def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress) -> dict[str, Any]:
+    from inspectd.backends.config import InferenceConfig
     from inspectd.model.checkpoint import read_metadata
-    from inspectd.runtime.inference import InferenceConfig
     from inspectd.runtime.tiling import TileCutter, TileGrid
 
     started = time.time()

@@ -13,7 +13,7 @@ from inspectd.errors import InspectdError
 
 if TYPE_CHECKING:
     from inspectd.backends.base import Backend
-    from inspectd.runtime.inference import InferenceConfig
+    from inspectd.backends.config import InferenceConfig
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", "torch-cuda")
 
@@ -146,7 +146,7 @@ class BackendFactory:
 
     def config(self, name: str) -> InferenceConfig:
         """The ``inference`` section that backend ``name`` stands for."""
-        from inspectd.runtime.inference import InferenceConfig
+        from inspectd.backends.config import InferenceConfig
 
         configs: dict[str, dict[str, Any]] = {
             "torch": {"backend": "torch", "device": "cpu"},

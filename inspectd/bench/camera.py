@@ -179,9 +179,9 @@ def _run_pipeline(cfg, backend, seconds: float | None, in_thread: bool = False) 
 
 def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: float,
                      progress: Progress | None = None, acquisition: tuple[str, ...] = ("process",)) -> dict[str, Any]:
+    from inspectd.backends.config import InferenceConfig
     from inspectd.config import default_config
     from inspectd.model.checkpoint import read_metadata
-    from inspectd.runtime.inference import InferenceConfig
     from inspectd.runtime.ringbuffer import OverflowPolicy
 
     progress = progress or (lambda msg: print(f"bench: {msg}", flush=True))
