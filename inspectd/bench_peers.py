@@ -216,6 +216,11 @@ def run_peers(checkpoint: Path, threads: int = 0, rounds: int = 8, calls: int = 
                          "inspectd_over_peer_range": [round(min(ratios), 3), round(max(ratios), 3)]}
         rows.append(row)
     result["results"] = rows
+    result["frames_per_s_by_round"] = {f"{k[0]} {k[1]}": [round(x, 1) for x in v] for k, v in fps.items()}
+    if ("inspectd", "int8") in fps and ("inspectd", "bf16") in fps:
+        within = [a / b for a, b in zip(fps[("inspectd", "int8")], fps[("inspectd", "bf16")])]
+        result["inspectd_int8_over_bf16"] = {"median": round(statistics.median(within), 3),
+                                             "range": [round(min(within), 3), round(max(within), 3)]}
     result["other_processes_cpu_cores"] = {"median": round(statistics.median(other), 2),
                                            "max": round(max(other), 2)}
     best = max(rows, key=lambda row: row["inspectd_fps"])
@@ -261,6 +266,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Frames/s: median over rounds (min-max); ratios: median of the per-round ratios (min-max), "
                   "above 1 means inspectd is faster."]
+    w = r.get("inspectd_int8_over_bf16")
+    if w:
+        lines += ["", f"inspectd int8 / inspectd bf16 (per round): median **{w['median']}** "
+                      f"({w['range'][0]}-{w['range'][1]})."]
     t = r.get("target")
     if t:
         lines += ["", f"Target: {t['name']} {t['goal']}: {t['measured']} with inspectd in {t['inspectd_precision']} "
