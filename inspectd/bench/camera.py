@@ -140,6 +140,7 @@ class _Verdicts:
 
 
 def _run_pipeline(cfg, backend, seconds: float | None, in_thread: bool = False) -> dict[str, Any]:
+    from inspectd.runtime.camera_process import CameraProcess
     from inspectd.runtime.pipeline import Pipeline
     from inspectd.runtime.sources import open_source
 
@@ -149,7 +150,7 @@ def _run_pipeline(cfg, backend, seconds: float | None, in_thread: bool = False) 
     source = open_source(cfg.source, cfg.camera) if in_thread else None
     pipe = Pipeline(cfg, backend=backend, tap=tap, handle_signals=False, source=source)
     mon = PhaseMonitor()
-    pid = getattr(pipe.source, "pid", None)
+    pid = pipe.source.pid if isinstance(pipe.source, CameraProcess) else None
     if pid:
         mon.pids.append(pid)          # the acquisition process's CPU is ours
     timer = threading.Timer(seconds, pipe.request_stop) if seconds else None

@@ -220,7 +220,7 @@ class Pipeline:
         """Undo a half-built pipeline (a constructor that failed)."""
         stage = getattr(self, "stage", None)
         if stage is not None:
-            self._close_quietly(stage, "close_model")
+            self._close_quietly(stage.close_model)
         if self.control is not None:
             self.control.close()
         if self.alarms is not None:
@@ -228,11 +228,11 @@ class Pipeline:
         if self._publisher is not None:
             self._publisher.close(0.5)
         if self.annotator is not None:
-            self._close_quietly(self.annotator, "close")
+            self._close_quietly(self.annotator.close)
         if self._backend is not None:
-            self._close_quietly(self._backend, "close")
+            self._close_quietly(self._backend.close)
         if self._source is not None:
-            self._close_quietly(self._source, "stop")
+            self._close_quietly(self._source.stop)
 
     @property
     def publisher(self) -> EventPublisher:
@@ -662,7 +662,7 @@ class Pipeline:
             log.warning("publisher_not_flushed", timeout_s=self.cfg.service.flush_timeout_s)
         self._log_late()                     # the verdicts sent while closing
         final = self.counters()
-        self._close_quietly(self.stage, "close")     # the model thread, then the backend
+        self._close_quietly(self.stage.close)     # the model thread, then the backend
         self.notifier.close()
 
         ring = self.ring.counters()
@@ -688,10 +688,8 @@ class Pipeline:
         return PipelineResult(exit_code=code, reason="error" if error else reason, counters=final, error=error)
 
     @staticmethod
-    def _close_quietly(obj: Any, method: str) -> None:
-        fn = getattr(obj, method, None)
-        if callable(fn):
-            try:
-                fn()
-            except Exception as exc:  # noqa: BLE001 - already shutting down
-                log.warning("close_failed", what=type(obj).__name__, error=str(exc))
+    def _close_quietly(close: Callable[[], object]) -> None:
+        try:
+            close()
+        except Exception as exc:  # noqa: BLE001 - already shutting down
+            log.warning("close_failed", what=getattr(close, "__qualname__", repr(close)), error=str(exc))

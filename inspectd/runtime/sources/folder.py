@@ -43,8 +43,10 @@ class FolderSource:
                 f"image folder {self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) in it"
             )
         self._flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
+        self._shape: tuple[int, ...] | None = None      # the first image's, once read
         first = self._load(self.files[0])
         self.frame_shape: tuple[int, ...] = tuple(first.shape)
+        self._shape = self.frame_shape
         self._next: np.ndarray | None = first
         self._index = 0
         self._passes = 0
@@ -61,16 +63,16 @@ class FolderSource:
         img = cv2.imdecode(data, self._flag) if damage is None else None
         if img is None:
             what = f"{damage} JPEG" if damage else "not an image, or corrupt"
-            if hasattr(self, "frame_shape"):
+            if self._shape is not None:
                 self._index += 1
                 raise CorruptFrames(self._index - 1, 1, f"image {file}: cannot be read whole ({what})")
             raise InspectdError(f"image {file}: cannot be read ({what})")
         if img.dtype != np.uint8:
             raise InspectdError(f"image {file}: {img.dtype} pixels, expected 8-bit")
-        if hasattr(self, "frame_shape") and img.shape != self.frame_shape:
+        if self._shape is not None and img.shape != self._shape:
             raise InspectdError(
                 f"image {file}: {' x '.join(map(str, img.shape))}, but the folder's first image is "
-                f"{' x '.join(map(str, self.frame_shape))}; all images must have one size"
+                f"{' x '.join(map(str, self._shape))}; all images must have one size"
             )
         return img
 

@@ -254,8 +254,10 @@ class GenICamSource:
         self._last_fid: int | None = None
         self._last_index = -1
         self._fid_available = self._ts_available = True
+        self._device_label: str | None = None      # for stats, once the device is chosen
         try:
             self.device = select_device(list_devices(self._h), cfg, camera, self.cti)
+            self._device_label = self.device.label()
             self._ia = self._open(self.device)
             self._configure()
         except BaseException:
@@ -468,7 +470,7 @@ class GenICamSource:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "kind": "genicam", "device": self.device.label() if hasattr(self, "device") else None,
+            "kind": "genicam", "device": self._device_label,
             "frames": self._frames, "timeouts": self._timeouts, "frame_id_gaps": self._gaps,
             "frames_lost": self._lost, "frame_id_resets": self._resets,
         }

@@ -48,6 +48,7 @@ class VideoSource:
         self.channels = channels
         self.loop = loop
         self.position = position
+        self.checked = False              # packets checked and decoded here (MJPG): set below
         self._cap = self._open()
         file_fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.nominal_fps: float | None = fps or (file_fps if file_fps and file_fps > 0 else None)
@@ -87,7 +88,7 @@ class VideoSource:
             raise InspectdError(
                 f"video file {self.path}: cannot be opened (not a video, corrupt, or a format this OpenCV build cannot read)"
             )
-        if getattr(self, "checked", False) and not cap.set(cv2.CAP_PROP_FORMAT, -1):
+        if self.checked and not cap.set(cv2.CAP_PROP_FORMAT, -1):
             raise InspectdError(f"video file {self.path}: this OpenCV build cannot read it packet by packet")
         return cap
 
