@@ -5,17 +5,21 @@ and harvesters' ``fetch()`` loops on ``update_event_data(1 ms)``, which waits in
 buffer while holding it (harvesters issue #508). A thread that fetches therefore parks the
 whole interpreter: every time the inference thread's model returns from a GIL-free call it
 waits up to a switch interval (5 ms) for the GIL, hundreds of times per frame. Measured with
-``pipelines/genicam_gil_probe.py`` (BENCHMARKS.md): a one-thread torch model fell to 3-7 % of
-its speed beside a fetching thread (viky at 20 or 190 frames/s), the process sat at 0.2-0.5
-cores; a longer internal timeout made it worse (0.3 %), a zero one burnt a core spinning and
-still left 2-27 %, a 0.2 ms switch interval 15-22 %. Fetching in another process leaves the
-model its whole speed, less the CPU that process uses. So the camera gets a process: tuning
-harvesters in-process cannot fix a wait that holds the GIL.
+``pipelines/genicam_gil_probe.py`` (BENCHMARKS.md, "A live camera"): a one-thread torch model
+kept 3-44 % of its speed beside a fetching thread (viky at 20 or 190 frames/s, three runs on a
+shared machine) while the process used 0.07-0.65 cores; longer driver waits made it worse (down
+to 0.3 %), zero waits spun a core in Python and left 2-36 %, a 0.2 ms switch interval 15-39 %.
+Fetching in another process left it 45-89 %, the rest being the CPU that process took (viky
+renders each picture where it is fetched). In ``inspectd bench --camera-fps`` the torch pipeline
+inspected 2-3x (camera at 190 frames/s) and 6-9x (20 frames/s) more frames per second with
+this process than with the thread. So the camera gets
+a process: tuning harvesters in-process cannot fix a wait that holds the GIL.
 
 Design (one copy, the same ring, the same books):
 
-- The child (``_child_main``, started with ``spawn``: the parent has model and ZeroMQ
-  threads, which ``fork`` would copy half-way) opens and configures the camera with
+- The child (``_child_main``: a fresh interpreter, ``python -m inspectd.runtime.camera_process``;
+  not ``fork``, which would copy the parent's model and ZeroMQ threads half-way, nor
+  multiprocessing's spawn, which re-imports the parent's main script) opens and configures the camera with
   ``GenICamSource``; an error there comes back as the same one-line ``InspectdError`` with
   its exit status. It then fetches buffers and copies each camera buffer's pixels straight
   into a buffer of the shared memory that it owns (the one copy), queues the camera buffer
