@@ -83,26 +83,32 @@ def _camera_cfg(cti: Path, size: tuple[int, int], rate: float | None):
     return cfg
 
 
-def _max_rate(cfg) -> float:
-    from inspectd.runtime.sources.genicam import GenICamSource
+def _open_camera(cfg: Any) -> Any:
+    """The camera in this process, opened as the service opens a source (``open_source``)."""
+    from inspectd.runtime.sources import SourceConfig, open_source
 
-    src = GenICamSource(cfg, "bench")
+    return open_source(SourceConfig(kind="genicam", genicam=cfg), "bench")
+
+
+def _max_rate(cfg: Any) -> float:
+    src = _open_camera(cfg)
     try:
-        return src.node_max("AcquisitionFrameRate")
+        return float(src.node_max("AcquisitionFrameRate"))     # a GenICamSource's
     finally:
         src.stop()
 
 
 def grab_frames(cti: Path, n: int, size: tuple[int, int]) -> list[np.ndarray]:
     """``n`` frames from viky (in this process: a few hundred frames, no inference beside)."""
-    from inspectd.runtime.sources.genicam import GenICamSource
-
-    src = GenICamSource(_camera_cfg(cti, size, 200.0), "bench")
+    src = _open_camera(_camera_cfg(cti, size, 200.0))
     out: list[np.ndarray] = []
     try:
         src.start()
         while len(out) < n:
-            out.append(src.read().image.copy())
+            frame = src.read()
+            if frame is None:
+                raise InspectdError("bench: the camera stopped delivering frames")
+            out.append(frame.image.copy())
     finally:
         src.stop()
     return out
