@@ -48,7 +48,9 @@ Progress = Callable[[str], None]
 
 def ultralytics_missing() -> str | None:
     """Why the peers cannot be built here, or None."""
-    for mod in ("ultralytics", "torchvision"):
+    # Not torchvision: Ultralytics' yaml build and ONNX export do not import it (here only its
+    # CUDA build exists, which cannot load beside torch+cpu, and the export works).
+    for mod in ("ultralytics",):
         if importlib.util.find_spec(mod) is None:
             return (f"{mod} is not installed: peers skipped (pip install 'inspectd[bench-peers]'; "
                     "BENCHMARKS.md says how without replacing torch)")
