@@ -48,9 +48,10 @@ Progress = Callable[[str], None]
 
 def ultralytics_missing() -> str | None:
     """Why the peers cannot be built here, or None."""
-    # Not torchvision: Ultralytics' yaml build and ONNX export do not import it (here only its
-    # CUDA build exists, which cannot load beside torch+cpu, and the export works).
-    for mod in ("ultralytics",):
+    # torchvision is looked up, not imported: Ultralytics reads its version when imported, but its
+    # yaml build and ONNX export never import it (here only its CUDA build exists, which cannot
+    # load beside torch+cpu, and the export works).
+    for mod in ("ultralytics", "torchvision"):
         if importlib.util.find_spec(mod) is None:
             return (f"{mod} is not installed: peers skipped (pip install 'inspectd[bench-peers]'; "
                     "BENCHMARKS.md says how without replacing torch)")
