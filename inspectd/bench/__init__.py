@@ -43,7 +43,7 @@ from inspectd.errors import InspectdError
 
 # What the command and the camera and peer modes use.
 __all__ = ["BACKENDS", "BackendFactory", "BenchOptions", "PhaseMonitor", "Progress", "availability",
-           "machine_info", "markdown", "resolve_model", "run_bench"]
+           "machine_info", "markdown", "precision_of", "resolve_model", "run_bench"]
 
 PAPER_FPS = 85.6            # Zhang et al. 2022, end to end on a Tesla P100 (200 x 200 images)
 
@@ -183,7 +183,7 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
             backend.close()
             del backend
             gc.collect()
-        r.update(available=True, load_s=round(load_s, 2), precision=_precision(name))
+        r.update(available=True, load_s=round(load_s, 2), precision=precision_of(name))
         if name in factory.notes:
             r["note"] = factory.notes[name]
         results[name] = r
@@ -267,7 +267,7 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
     }
 
 
-def _precision(name: str) -> str:
+def precision_of(name: str) -> str:
     return {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8",
             "torch-cuda": "fp16"}.get(name, "fp32")
 

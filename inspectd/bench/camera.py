@@ -28,13 +28,13 @@ from inspectd.bench import (
     BenchOptions,
     PhaseMonitor,
     Progress,
-    _precision,
     availability,
     machine_info,
+    precision_of,
     resolve_model,
 )
 from inspectd.bench.measure import warm
-from inspectd.bench.report import _f
+from inspectd.bench.report import fmt
 from inspectd.errors import InspectdError
 
 TARGET_RATIO = 0.9
@@ -275,7 +275,7 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         "machine": machine,
         "model": model_info,
         "backend": backend_name,
-        "precision": _precision(backend_name),
+        "precision": precision_of(backend_name),
         "frames": {"count": len(frames), "height": h, "width": w, "pixels": "viky (genicam simulator) Mono8",
                    "recording": "FFV1 .mkv written with OpenCV"},
         "threads": opts.threads, "in_flight": opts.in_flight,
@@ -301,20 +301,20 @@ def markdown(r: dict[str, Any]) -> str:
         "| other CPU | target | met |",
         "|---|---:|---:|---:|---|---:|---:|---:|---|---|",
         f"| recording (policy block) | | {rec['captured']} | {rec['inspected']} | {rec['uninspected']} "
-        f"| {_f(rec['inspected_per_s'])} | 1.000 | {_f(rec.get('other_processes_cpu_cores'), 2)} | | |",
+        f"| {fmt(rec['inspected_per_s'])} | 1.000 | {fmt(rec.get('other_processes_cpu_cores'), 2)} | | |",
     ]
     for c in r["camera"]:
         why = ", ".join(f"{k} {v}" for k, v in c["uninspected_by_reason"].items()) or "0"
         lines.append(
             f"| live viky at {c['camera_fps_set']:g} frames/s, {r['seconds']:g} s, acquisition in a "
             f"{c.get('acquisition', 'process')} "
-            f"| {_f(c['captured_per_s'])} | {c['captured']} | {c['inspected']} | {why} "
-            f"| {_f(c['inspected_per_s'])} | {_f(c['ratio_to_recording'], 3)} "
-            f"| {_f(c.get('other_processes_cpu_cores'), 2)} | {c['target']} | {'yes' if c['met'] else 'NO'} |")
+            f"| {fmt(c['captured_per_s'])} | {c['captured']} | {c['inspected']} | {why} "
+            f"| {fmt(c['inspected_per_s'])} | {fmt(c['ratio_to_recording'], 3)} "
+            f"| {fmt(c.get('other_processes_cpu_cores'), 2)} | {c['target']} | {'yes' if c['met'] else 'NO'} |")
     lines.append(
         f"| recording again, after | | {again['captured']} | {again['inspected']} | {again['uninspected']} "
-        f"| {_f(again['inspected_per_s'])} | {_f(again['inspected_per_s'] / rec['inspected_per_s'], 3)} "
-        f"| {_f(again.get('other_processes_cpu_cores'), 2)} | | |")
+        f"| {fmt(again['inspected_per_s'])} | {fmt(again['inspected_per_s'] / rec['inspected_per_s'], 3)} "
+        f"| {fmt(again.get('other_processes_cpu_cores'), 2)} | | |")
     lines += ["", "Rates between the first and the last verdict of each run; `vs recording` against the "
                   "first recording run. `other CPU`: cores used by processes other than this one and its "
                   "camera process during the run.", ""]

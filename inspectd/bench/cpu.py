@@ -152,7 +152,7 @@ class PhaseMonitor:
         return out
 
 
-def _stats_ms(values_ns: list[int] | np.ndarray) -> dict[str, float]:
+def stats_ms(values_ns: list[int] | np.ndarray) -> dict[str, float]:
     a = np.asarray(values_ns, dtype=np.float64) / 1e6
     if a.size == 0:
         return {"mean": math.nan, "p50": math.nan, "p99": math.nan, "max": math.nan}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from inspectd.backends.base import Backend
-from inspectd.bench.cpu import PhaseMonitor, _stats_ms
+from inspectd.bench.cpu import PhaseMonitor, stats_ms
 from inspectd.bench.subscriber import SubscriberProcess
 from inspectd.errors import InspectdError
 
@@ -82,7 +82,7 @@ def measure_model(backend, batches: list[np.ndarray]) -> dict[str, Any]:
         total = time.perf_counter_ns() - t_all
     n, tiles = len(batches), sum(len(b) for b in batches)
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
-            "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
+            "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": stats_ms(times),
             "concurrent_calls": workers, **mon.fields(),
             "call": "infer_labels" if call != backend.infer else "infer"}
 
@@ -118,8 +118,8 @@ def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
     n = len(frames)
     tiles = n * stage.tiles_per_frame
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
-            "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": _stats_ms(times),
-            "model_ms_in_stage": _stats_ms(timed.times_ns), **mon.fields(), "defects": defects, "rejects": rejects}
+            "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": stats_ms(times),
+            "model_ms_in_stage": stats_ms(timed.times_ns), **mon.fields(), "defects": defects, "rejects": rejects}
 
 
 def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames_expected: int) -> dict[str, Any]:
@@ -187,13 +187,13 @@ def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames
         "in_order": got["frames"] == sorted(got["frames"]),
         "frames_per_s": round(n / span_s, 2) if n else 0.0,
         "tiles_per_s": round(n * grid_tiles / span_s, 2) if n else 0.0,
-        "capture_to_publish_ms": _stats_ms(pub - cap),
-        "capture_to_receipt_ms": _stats_ms(rec - cap),
+        "capture_to_publish_ms": stats_ms(pub - cap),
+        "capture_to_receipt_ms": stats_ms(rec - cap),
         # Where a frame's time goes: the model call, the whole stage (model + tiling, decoding,
         # merge), and from capture to the start of inspection (queueing in the ring).
-        "model_ms_in_pipeline": _stats_ms(timed.times_ns),
-        "stage_ms_in_pipeline": _stats_ms(inf),
-        "capture_to_inspection_ms": _stats_ms(np.asarray(got["inference_start"], np.int64) - cap),
+        "model_ms_in_pipeline": stats_ms(timed.times_ns),
+        "stage_ms_in_pipeline": stats_ms(inf),
+        "capture_to_inspection_ms": stats_ms(np.asarray(got["inference_start"], np.int64) - cap),
         "max_queued": c["max_queued"],
         **mon.fields(),
     }

@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 
-def _f(x: Any, digits: int = 1) -> str:
+def fmt(x: Any, digits: int = 1) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
@@ -47,41 +47,41 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| model alone | {name} | | unavailable: {b['reason']} | | | | | | | |")
             continue
         s = b["ms_per_frame"]
-        lines.append(f"| model alone | {name} | {b['precision']} | {_f(b['frames_per_s'])} | {_f(b['tiles_per_s'])} "
-                     f"| {_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | | {_f(b['peak_rss_mb'], 0)} "
-                     f"| {_f(b.get('other_processes_cpu_cores'), 2)} |")
+        lines.append(f"| model alone | {name} | {b['precision']} | {fmt(b['frames_per_s'])} | {fmt(b['tiles_per_s'])} "
+                     f"| {fmt(s['mean'], 2)} | {fmt(s['p50'], 2)} | {fmt(s['p99'], 2)} | | {fmt(b['peak_rss_mb'], 0)} "
+                     f"| {fmt(b.get('other_processes_cpu_cores'), 2)} |")
     chosen = r["pipeline_backend"]
     st = r["stage"]
     s = st["ms_per_frame"]
-    lines.append(f"| inference stage | {chosen} | | {_f(st['frames_per_s'])} | {_f(st['tiles_per_s'])} | "
-                 f"{_f(s['mean'], 2)} | {_f(s['p50'], 2)} | {_f(s['p99'], 2)} | {_f(st['ratio_to_model'], 3)} "
-                 f"| {_f(st['peak_rss_mb'], 0)} | {_f(st.get('other_processes_cpu_cores'), 2)} |")
+    lines.append(f"| inference stage | {chosen} | | {fmt(st['frames_per_s'])} | {fmt(st['tiles_per_s'])} | "
+                 f"{fmt(s['mean'], 2)} | {fmt(s['p50'], 2)} | {fmt(s['p99'], 2)} | {fmt(st['ratio_to_model'], 3)} "
+                 f"| {fmt(st['peak_rss_mb'], 0)} | {fmt(st.get('other_processes_cpu_cores'), 2)} |")
     p = r["pipeline"]
-    lines.append(f"| full pipeline, unpaced | {chosen} | | {_f(p['frames_per_s'])} | {_f(p['tiles_per_s'])} | "
-                 f"{_f(1000 / p['frames_per_s'] if p['frames_per_s'] else None, 2)} | | | "
-                 f"{_f(p['ratio_to_model'], 3)} | {_f(p['peak_rss_mb'], 0)} | {_f(p.get('other_processes_cpu_cores'), 2)} |")
+    lines.append(f"| full pipeline, unpaced | {chosen} | | {fmt(p['frames_per_s'])} | {fmt(p['tiles_per_s'])} | "
+                 f"{fmt(1000 / p['frames_per_s'] if p['frames_per_s'] else None, 2)} | | | "
+                 f"{fmt(p['ratio_to_model'], 3)} | {fmt(p['peak_rss_mb'], 0)} | {fmt(p.get('other_processes_cpu_cores'), 2)} |")
     conc = {k: b["concurrent_calls"] for k, b in r["backends"].items() if (b.get("concurrent_calls") or 1) > 1}
     if conc:
         lines += ["", "Model alone " + ", ".join(f"{k}: {v} calls at once" for k, v in conc.items()) +
                   "; its ms columns are per call (one frame each), its frame period is 1000 / frames/s."]
     ref = r["model_reference"]
     lines += ["", f"vs model: against the model alone on {chosen}, measured before the stage and pipeline "
-                  f"runs ({_f(ref['frames_per_s_before'])} frames/s) and again after them "
-                  f"({_f(ref['frames_per_s_after'])}); the mean, {_f(ref['frames_per_s'])} frames/s "
-                  f"({_f(ref['mean_ms_per_frame'], 2)} ms per frame), is the reference."]
+                  f"runs ({fmt(ref['frames_per_s_before'])} frames/s) and again after them "
+                  f"({fmt(ref['frames_per_s_after'])}); the mean, {fmt(ref['frames_per_s'])} frames/s "
+                  f"({fmt(ref['mean_ms_per_frame'], 2)} ms per frame), is the reference."]
     lines += ["", "model alone and inference stage: p50/p99 of the time per frame. Full pipeline: "
                   "capture-to-publish and capture-to-receipt latency (subscriber in another process):", "",
               "| run | frames received | uninspected | capture→publish p50 / p99 / max ms "
               "| capture→receipt p50 / p99 ms | max queued | other CPU |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, run in (("unpaced (policy block)", p), (f"paced at {_f(r['paced']['paced_fps'], 0)} frames/s "
+    for label, run in (("unpaced (policy block)", p), (f"paced at {fmt(r['paced']['paced_fps'], 0)} frames/s "
                                                         f"(policy drop_oldest)" if r["paced"] else "", r["paced"])):
         if not run:
             continue
         a, b = run["capture_to_publish_ms"], run["capture_to_receipt_ms"]
         lines.append(f"| {label} | {run['frames']} of {run['frames_requested']} | {run['uninspected']} | "
-                     f"{_f(a['p50'], 2)} / {_f(a['p99'], 2)} / {_f(a['max'], 2)} | {_f(b['p50'], 2)} / "
-                     f"{_f(b['p99'], 2)} | {run['max_queued']} | {_f(run.get('other_processes_cpu_cores'), 2)} |")
+                     f"{fmt(a['p50'], 2)} / {fmt(a['p99'], 2)} / {fmt(a['max'], 2)} | {fmt(b['p50'], 2)} / "
+                     f"{fmt(b['p99'], 2)} | {run['max_queued']} | {fmt(run.get('other_processes_cpu_cores'), 2)} |")
     if r.get("in_flight", 1) == 1:
         lines += ["", "Where a frame's time goes (means, ms): the model call, the rest of the inference stage "
                       "(tiling, decoding and NMS, fusion, stitching, merge), and the rest of the frame period "
@@ -89,21 +89,21 @@ def markdown(r: dict[str, Any]) -> str:
                   "| run | frame period | model call | stage without model | rest of period |",
                   "|---|---:|---:|---:|---:|"]
         b = ref["mean_ms_per_frame"]
-        lines.append(f"| model alone ({chosen}) | {_f(b, 2)} | {_f(b, 2)} | | |")
+        lines.append(f"| model alone ({chosen}) | {fmt(b, 2)} | {fmt(b, 2)} | | |")
         sm, ss = st["model_ms_in_stage"]["mean"], s["mean"]
-        lines.append(f"| inference stage | {_f(ss, 2)} | {_f(sm, 2)} | {_f(ss - sm, 2)} | |")
+        lines.append(f"| inference stage | {fmt(ss, 2)} | {fmt(sm, 2)} | {fmt(ss - sm, 2)} | |")
         for label, run in (("full pipeline, unpaced", p), ("full pipeline, paced", r["paced"])):
             if not run or not run["frames_per_s"]:
                 continue
             period = 1000 / run["frames_per_s"]
             pm, ps = run["model_ms_in_pipeline"]["mean"], run["stage_ms_in_pipeline"]["mean"]
-            lines.append(f"| {label} | {_f(period, 2)} | {_f(pm, 2)} | {_f(ps - pm, 2)} | {_f(period - ps, 2)} |")
+            lines.append(f"| {label} | {fmt(period, 2)} | {fmt(pm, 2)} | {fmt(ps - pm, 2)} | {fmt(period - ps, 2)} |")
     else:
         # With frames in flight the model call and the post-processing overlap, so wall-clock
         # spans no longer add up; the CPU each thread used does.
-        lines += ["", f"Model call (means, ms): alone {_f(ref['mean_ms_per_frame'], 2)}, in the stage "
-                      f"{_f(st['model_ms_in_stage']['mean'], 2)}, in the unpaced pipeline "
-                      f"{_f(p['model_ms_in_pipeline']['mean'], 2)}. With {r['in_flight']} frames in flight "
+        lines += ["", f"Model call (means, ms): alone {fmt(ref['mean_ms_per_frame'], 2)}, in the stage "
+                      f"{fmt(st['model_ms_in_stage']['mean'], 2)}, in the unpaced pipeline "
+                      f"{fmt(p['model_ms_in_pipeline']['mean'], 2)}. With {r['in_flight']} frames in flight "
                       "the post-processing overlaps the model, so the time per frame is split by CPU "
                       "below rather than by wall clock."]
     cpu_rows = [(f"model alone ({chosen})", r["backends"][chosen]), ("inference stage", st),
@@ -118,11 +118,11 @@ def markdown(r: dict[str, Any]) -> str:
             if not by or not n or not run.get("frames_per_s"):
                 continue
             parts = ", ".join(f"{k} {1000 * v / n:.2f}" for k, v in by.items())
-            lines.append(f"| {label} | {_f(1000 * sum(by.values()) / n, 2)} | {_f(1000 / run['frames_per_s'], 2)} "
+            lines.append(f"| {label} | {fmt(1000 * sum(by.values()) / n, 2)} | {fmt(1000 / run['frames_per_s'], 2)} "
                          f"| {parts} |")
     lines += ["", "| target | measured | goal | met |", "|---|---:|---|---|"]
     for t in r["targets"]:
         note = f" ({t['note']})" if t.get("note") else ""
-        lines.append(f"| {t['name']}{note} | {_f(t['measured'], 3)} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
+        lines.append(f"| {t['name']}{note} | {fmt(t['measured'], 3)} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
     lines.append("")
     return "\n".join(lines)
