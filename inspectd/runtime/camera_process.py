@@ -326,7 +326,8 @@ class CameraProcess:
         pdeathsig = threading.current_thread() is threading.main_thread()
         try:
             proc = subprocess.Popen([sys.executable, "-m", "inspectd.runtime.camera_process", str(b.fileno())],
-                                    pass_fds=(b.fileno(),), stdin=subprocess.DEVNULL, env=_child_env())
+                                    pass_fds=(b.fileno(),), stdin=subprocess.DEVNULL, env=_child_env(),
+                                    stdout=subprocess.DEVNULL)   # stdout may be `--out -`: logs go to stderr
         except OSError as exc:
             a.close()
             raise InspectdError(f"{self.where}: cannot start the acquisition process: {exc}", EXIT_FAILURE) from None
