@@ -45,6 +45,9 @@ from inspectd.runtime.verdict import Verdict
 
 if TYPE_CHECKING:
     from inspectd.bus.publisher import EventPublisher
+    from inspectd.runtime.acquisition import AcquisitionThread
+    from inspectd.runtime.camera_process import CameraAcquisition
+    from inspectd.runtime.inference import InferenceStage
 
 log = structlog.get_logger("inspectd.pipeline")
 
@@ -158,6 +161,8 @@ class Pipeline:
         self._publisher: EventPublisher | None = None
         self._backend: Backend | None = backend
         self._source: AcquiredSource | None = None
+        self._stage: InferenceStage | None = None
+        self._acquisition: CameraAcquisition | AcquisitionThread | None = None
         self._acq_stop = threading.Event()
         try:
             if annotate_path is not None:
@@ -175,7 +180,7 @@ class Pipeline:
             check_classes(cfg.alarms.periodic, list(self.backend.class_names))
             check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names),
                                 str(cfg.inference.model or "(the shipped model)"))
-            self.stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
+            self._stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
             if self_test:
                 # A model that loads can still be broken (NaN, zeroed weights, a runtime that
                 # miscomputes): one known frame through the stage before the first real one.
@@ -194,7 +199,7 @@ class Pipeline:
             self.realtime = realtime
             # Coils: the acquisition thread marks each frame read with the open coil.
             self.coils = CoilTracker(lambda i, h: strip_position_m(cfg.line, i, h), cfg.line.frame_length)
-            self.acquisition = acquisition_for(
+            self._acquisition = acquisition_for(
                 self.source, self.ring, self._acq_stop, realtime=realtime, on_lost=self._on_lost,
                 on_silent=self._on_silent, on_frame=self.coils.stamp, on_corrupt=self._on_corrupt,
                 frame_period_s=cfg.line.frame_length(int(self.source.frame_shape[0])) / cfg.line.speed_m_per_s)
@@ -218,9 +223,8 @@ class Pipeline:
 
     def _close_all(self) -> None:
         """Undo a half-built pipeline (a constructor that failed)."""
-        stage = getattr(self, "stage", None)
-        if stage is not None:
-            self._close_quietly(stage.close_model)
+        if self._stage is not None:
+            self._close_quietly(self._stage.close_model)
         if self.control is not None:
             self.control.close()
         if self.alarms is not None:
@@ -248,6 +252,16 @@ class Pipeline:
     def source(self) -> AcquiredSource:
         assert self._source is not None, "built by the constructor"
         return self._source
+
+    @property
+    def stage(self) -> InferenceStage:
+        assert self._stage is not None, "built by the constructor"
+        return self._stage
+
+    @property
+    def acquisition(self) -> CameraAcquisition | AcquisitionThread:
+        assert self._acquisition is not None, "built by the constructor"
+        return self._acquisition
 
     # -- wiring helpers --------------------------------------------------------------
     def _on_drop(self, meta: FrameMeta) -> None:
@@ -511,7 +525,7 @@ class Pipeline:
                 f"queued {c['queued']}, {c['fps_recent']:.1f} fps" + late + self._silence_note())
 
     def _silence_note(self) -> str:
-        acq = self.acquisition.stats() if getattr(self, "acquisition", None) is not None else {}
+        acq = self._acquisition.stats() if self._acquisition is not None else {}
         return f", CAMERA SILENT for {acq['silent_s']:.0f} s" if acq.get("camera_silent") else ""
 
     # -- supervisor ------------------------------------------------------------------
