@@ -8,14 +8,15 @@ import numpy as np
 
 def box_area(b: np.ndarray) -> np.ndarray:
     """Areas of boxes ``b`` [..., 4]; an inverted box has area 0."""
-    return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    # np.maximum, not np.clip: the same values, without clip's Python-level argument handling.
+    return np.maximum(b[..., 2] - b[..., 0], 0) * np.maximum(b[..., 3] - b[..., 1], 0)
 
 
 def pairwise_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[Ka, Kb] intersection areas of boxes a [Ka, 4] and b [Kb, 4]."""
     w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
+    return np.maximum(w, 0) * np.maximum(h, 0)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

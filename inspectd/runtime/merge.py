@@ -156,8 +156,8 @@ def seg_components(labels: np.ndarray, conf: np.ndarray, seg_class_names: Sequen
         lid = lab[ys, xs]
         order = np.argsort(lid, kind="stable")
         lid, ys, xs = lid[order], ys[order], xs[order]
-        starts = np.flatnonzero(np.r_[True, lid[1:] != lid[:-1]])   # every label 1..n-1 occurs
-        area = np.diff(np.r_[starts, len(lid)]).astype(np.int64)
+        starts = np.flatnonzero(np.concatenate(([True], lid[1:] != lid[:-1])))   # every label 1..n-1 occurs
+        area = np.diff(np.append(starts, len(lid))).astype(np.int64)
         keep = area >= max(1, rule.seg_min_component_px)
         if not keep.any():
             continue

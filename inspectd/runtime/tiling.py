@@ -203,8 +203,8 @@ def boxes_to_frame(boxes: np.ndarray, tile_idx: np.ndarray, grid: TileGrid) -> n
     out = boxes.astype(np.float32, copy=True)
     out[:, [0, 2]] += o[:, :1]
     out[:, [1, 3]] += o[:, 1:]
-    out[:, 0::2] = np.clip(out[:, 0::2], 0, grid.frame_w)
-    out[:, 1::2] = np.clip(out[:, 1::2], 0, grid.frame_h)
+    out[:, 0::2] = np.minimum(np.maximum(out[:, 0::2], 0), grid.frame_w)
+    out[:, 1::2] = np.minimum(np.maximum(out[:, 1::2], 0), grid.frame_h)
     return out
 
 
