@@ -27,8 +27,8 @@ class InferenceConfig:
         "(avx512_bf16/AMX; mAP within 0.001 of fp32 on NEU val, models/README.md), else `fp32`. "
         "`int8`: the model quantised with NNCF (post-training, calibrated on training images; box "
         "decoding and the heads' output layers kept in float), built once into the model cache by "
-        "`inspectd export --int8 --calib-data DIR`; accuracy and speed against bf16 in BENCHMARKS.md "
-        "(issue 13). Other backends ignore it.", default="auto")
+        "`inspectd export --int8 --calib-data DIR`; on NEU val within 0.003 of fp32 (mAP@0.5, mIoU), but "
+        "on a Zen 4 no faster than bf16 (BENCHMARKS.md, issue 13). Other backends ignore it.", default="auto")
     device: Literal["cpu", "cuda", "auto"] = doc(
         "Where the model runs: `cpu`, `cuda` (an error if no CUDA device is available), or `auto` "
         "(CUDA when available, else CPU).", default="auto")
