@@ -122,6 +122,10 @@ def choose(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             out[kind] = (periodic or ms)[-1]
         elif kind == "uninspected":
             out[kind] = max(ms, key=lambda m: (m["reason"] == "overflow", m["count"] > 1, -m["seq"]))
+        elif kind == "heartbeat":
+            # the latest one that shows the open coil with its head
+            out[kind] = max(ms, key=lambda m: ((m.get("open_coil") or {}).get("head_strip_position_m") is not None,
+                                               m["seq"]))
         else:
             out[kind] = ms[-1]
     # The defect example belongs to the verdict example where it can.

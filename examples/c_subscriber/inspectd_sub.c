@@ -243,7 +243,7 @@ static void print_message(const jnode *m, size_t extra_bytes) {
     long long seq = get_int(m, "seq", -1);
     const char *camera = get_str(m, "camera");
     long long schema = get_int(m, "schema", -1);
-    if (schema < 1 || schema > 2)          /* 2 only added kinds and fields to 1 */
+    if (schema < 1 || schema > 3)          /* 2 and 3 only added kinds and fields */
         printf("WARN unknown schema version %lld\n", get_int(m, "schema", -1));
     if (!strcmp(kind, "verdict")) {
         jnode *defects = get(m, "defects");

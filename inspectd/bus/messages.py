@@ -43,11 +43,12 @@ from typing import Any
 
 from inspectd.errors import InspectdError
 from inspectd.line import LineConfig, gate_deadline_wall_ns, strip_position_m
-from inspectd.runtime.frame import FrameMeta
+from inspectd.runtime.frame import CoilMark, FrameMeta
 from inspectd.runtime.verdict import Defect, Verdict
 
 # 2: coil_start, coil_end and alarm messages; coil fields on verdict, defect, uninspected.
-SCHEMA_VERSION = 2
+# 3: open_coil on heartbeats (a subscriber that joins mid-coil learns the coil's start).
+SCHEMA_VERSION = 3
 KINDS: tuple[str, ...] = ("verdict", "defect", "uninspected", "heartbeat", "status",
                           "coil_start", "coil_end", "alarm")
 SEP = "/"
@@ -199,6 +200,9 @@ class EventEncoder:
         self._kind_seq = dict.fromkeys(KINDS, 0)
         self._last_frame: int | None = None
         self._started_ns = time.monotonic_ns()
+        # The coil between the coil_start and the coil_end messages built so far (so a
+        # heartbeat never names a coil before its start or after its end was sent).
+        self._open_coil: dict[str, Any] | None = None
 
     # -- numbering ---------------------------------------------------------------
     @property
@@ -238,9 +242,13 @@ class EventEncoder:
             "publish_wall_ns": time.time_ns() if publish_wall_ns is None else int(publish_wall_ns),
         }
 
-    def _note_frame(self, index: int) -> None:
+    def _note_frame(self, index: int, coil: CoilMark | None = None) -> None:
         if self._last_frame is None or index > self._last_frame:
             self._last_frame = index
+        with self._lock:
+            o = self._open_coil
+            if coil is not None and o is not None and o["coil"] == coil.coil and o["head_strip_position_m"] is None:
+                o["head_strip_position_m"] = _f(coil.head_m, 6)
 
     # -- geometry ----------------------------------------------------------------
     def position_m(self, meta: FrameMeta) -> float:
@@ -300,7 +308,7 @@ class EventEncoder:
             "status": v.status,
             "defects": [self.defect_fields(d, meta, pos) for d in v.defects],
         })
-        self._note_frame(meta.index)
+        self._note_frame(meta.index, meta.coil)
         return msg
 
     def defect(self, v: Verdict, index: int, verdict_seq: int, publish_wall_ns: int | None = None,
@@ -357,7 +365,7 @@ class EventEncoder:
             "gate_deadline_wall_ns": gate_deadline_wall_ns(self.line, first.capture_wall_ns),
             "gate_until_wall_ns": gate_deadline_wall_ns(self.line, last.capture_wall_ns, last_pos, end),
         })
-        self._note_frame(last.index)
+        self._note_frame(last.index, first.coil)
         return msg
 
     def event(self, kind: str, body: dict[str, Any], publish_wall_ns: int | None = None) -> dict[str, Any]:
@@ -367,6 +375,13 @@ class EventEncoder:
             raise ValueError(f"not an event kind: {kind!r}")
         msg = self._envelope(kind, publish_wall_ns)
         msg.update(body)
+        with self._lock:
+            if kind == "coil_start":
+                self._open_coil = {"coil": body["coil"], "width_mm": body.get("width_mm"),
+                                   "meta": dict(body.get("meta") or {}), "start_wall_ns": body.get("start_wall_ns"),
+                                   "start_seq": msg["seq"], "head_strip_position_m": None}
+            elif kind == "coil_end" and self._open_coil is not None and self._open_coil["coil"] == body.get("coil"):
+                self._open_coil = None
         return msg
 
     def heartbeat(self, interval_s: float = 1.0, publish_wall_ns: int | None = None) -> dict[str, Any]:
@@ -375,11 +390,13 @@ class EventEncoder:
             # What each kind's next message will carry: a subscriber that follows kind_seq learns
             # here, at the latest, that the last messages of a kind were lost.
             next_kind_seq = dict(self._kind_seq)
+            open_coil = None if self._open_coil is None else {**self._open_coil, "meta": dict(self._open_coil["meta"])}
         msg.update({
             "interval_s": float(interval_s),
             "next_kind_seq": next_kind_seq,
             "last_frame": self._last_frame,
             "uptime_s": _f((time.monotonic_ns() - self._started_ns) / 1e9, 3),
+            "open_coil": open_coil,
         })
         return msg
 

@@ -142,6 +142,7 @@ class StoreWriter:
         self._latest_of_camera: dict[str, str] = {}
         self._open_coils: dict[str, str] = {}          # camera -> coil id of its open coil
         self._coil_extent: dict[str, float] = {}       # camera -> furthest position in the open coil
+        self._coil_told: set[str] = set()              # cameras whose open coil row has its start's data
         self.received = 0
         self.committed = 0
         self.duplicates = 0
@@ -158,8 +159,13 @@ class StoreWriter:
             self._pubs[pub] = _Publisher(camera, int(first_seq), int(last_seq), int(first_ns or 0), resumed=True,
                                          last_received_ns=int(last_ns or 0))
             self._latest_of_camera[camera] = pub          # ordered by time: the latest wins
-        for camera, coil in self.db.query("SELECT camera, coil FROM coils WHERE status = 'open' ORDER BY id"):
+        for camera, coil, told in self.db.query("SELECT camera, coil, start_payload IS NOT NULL FROM coils "
+                                                "WHERE status = 'open' ORDER BY id"):
             self._open_coils[camera] = coil
+            if told:
+                self._coil_told.add(camera)
+            else:
+                self._coil_told.discard(camera)
 
     @property
     def pending(self) -> int:
@@ -207,6 +213,8 @@ class StoreWriter:
             else:
                 if kind in ("coil_start", "coil_end") and camera is not None:
                     self._coil_event(kind, msg, text, now)
+                elif kind == "heartbeat" and camera is not None and isinstance(msg.get("open_coil"), dict):
+                    self._coil_heard(camera, msg, text, now)
                 p.events.append((pub, seq, kind, camera, topic_text, publish_ns, now, text))
         except (TypeError, ValueError, OverflowError):
             # A field of an unexpected type (a NaN, a string for a number): the message is kept
@@ -264,6 +272,7 @@ class StoreWriter:
                 "VALUES (?, ?, ?, 'open', ?, ?)",
                 (coil, camera, _str(msg.get("publisher")), _int(msg.get("capture_wall_ns")) or now, now)))
             self._open_coils[camera] = coil
+            self._coil_told.discard(camera)
         if position is not None and position > self._coil_extent.get(camera, 0.0):
             self._coil_extent[camera] = position
         return coil
@@ -272,6 +281,7 @@ class StoreWriter:
                     length_m: float | None = None, end_payload: str | None = None, status: str = "closed") -> None:
         coil = self._open_coils.pop(camera, None)
         extent = self._coil_extent.pop(camera, None)
+        self._coil_told.discard(camera)
         if coil is None:
             return
         self._pending.ops.append((
@@ -298,6 +308,7 @@ class StoreWriter:
                 (coil, camera, _str(msg.get("publisher")), when, _num(msg.get("width_mm")), meta_text, text, now)))
             self._open_coils[camera] = coil
             self._coil_extent.pop(camera, None)
+            self._coil_told.add(camera)
             return
         # coil_end: of the open coil (or, if the store never saw its start, a row of its own)
         coil = coil or self._open_coils.get(camera)
@@ -315,6 +326,32 @@ class StoreWriter:
                 "width_mm, length_m, meta, end_payload, received_wall_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (coil, camera, _str(msg.get("publisher")), status, _int(msg.get("start_wall_ns")), when, reason,
                  _num(msg.get("width_mm")), length, meta_text, text, now)))
+
+    def _coil_heard(self, camera: str, msg: dict[str, Any], text: str, now: int) -> None:
+        """A heartbeat's ``open_coil``: the coil whose start this store missed (it joined, or was
+        down, after the ``coil_start``) is opened, or completed, with what the start said; the
+        heartbeat is kept as the row's ``start_payload``."""
+        o = msg["open_coil"]
+        coil = _str(o.get("coil"))
+        if coil is None:
+            return
+        meta = o.get("meta")
+        meta_text = json.dumps(meta) if meta else None
+        when = _int(o.get("start_wall_ns")) or now
+        if self._open_coils.get(camera) != coil:
+            self._close_coil(camera, now, "superseded")
+            self._pending.ops.append((
+                "INSERT INTO coils (coil, camera, publisher, status, started_wall_ns, width_mm, meta, start_payload, "
+                "received_wall_ns) VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?)",
+                (coil, camera, _str(msg.get("publisher")), when, _num(o.get("width_mm")), meta_text, text, now)))
+            self._open_coils[camera] = coil
+        elif camera not in self._coil_told:
+            # opened from the first verdict naming it: the start's time and data come now
+            self._pending.ops.append((
+                "UPDATE coils SET started_wall_ns = ?, width_mm = ?, meta = ?, start_payload = ? "
+                "WHERE camera = ? AND coil = ? AND status = 'open'",
+                (when, _num(o.get("width_mm")), meta_text, text, camera, coil)))
+        self._coil_told.add(camera)
 
     # -- the kinds with tables of their own ----------------------------------------------------
     def _verdict(self, msg: dict[str, Any], text: str, now: int) -> None:
