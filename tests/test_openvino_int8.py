@@ -60,3 +60,15 @@ def test_quantised_model_is_found_by_the_config_and_agrees_with_fp32(tmp_path, m
     finally:
         backend.close()
         ref.close()
+
+
+def test_export_int8_usage_errors(tmp_path, capsys):
+    from inspectd.cli import main
+
+    assert main(["export"]) == 2
+    assert "--out: required" in capsys.readouterr().err
+    assert main(["export", "--int8"]) == 2
+    assert "--int8: needs --calib-data" in capsys.readouterr().err
+    assert main(["export", "--int8", "--calib-data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no train.txt there" in err[0]
