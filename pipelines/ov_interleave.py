@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     reqs = {}
     for spec in args.graphs:
         graph, _, prec = spec.rpartition(":")
-        path = {"shipped": lambda: prepare(default_model_path()).path,
-                "int8": lambda: int8_ir_path(default_model_path())}.get(graph, lambda: Path(graph))()
+        if graph == "shipped":
+            path = prepare(default_model_path()).path
+        elif graph == "int8":
+            path = int8_ir_path(default_model_path())
+        else:
+            path = Path(graph)
         model = core.read_model(str(path))
         model = ov.Model([model.output(n) for n in ("det", "labels", "conf")], model.get_parameters(), "x")
         shape = model.input(0).get_partial_shape()
