@@ -438,3 +438,30 @@ def test_reconnecting_a_silent_camera_feeds_the_watchdog(tmp_path):
         t.join(60)
         lst.close()
     assert result["r"].exit_code == 0
+
+
+def test_incomplete_buffers_reported_by_the_child_are_published_corrupt():
+    """The child's frame message says how many frames before it came as incomplete buffers
+    (``Grab.corrupt_before``, tests/test_genicam.py): the parent reports those as ``corrupt``
+    and the rest of a frame-id gap as ``camera_lost``. The message is handed to the parent's
+    side as the child sends it (viky never delivers an incomplete buffer)."""
+    src = CameraProcess(viky(serial="1"), "cam0", position=lambda i: 0.1 * i)
+    try:
+        dropped, lost, silent, corrupt = Collect(), Collect(), Collect(), Collect()
+        ring = ring_for(src, RingConfig(slots=4, policy=OverflowPolicy.drop_oldest), dropped)
+        acq = acquisition_for(src, ring, threading.Event(), realtime=False, frame_period_s=0.01,
+                              on_lost=lost, on_silent=silent, on_corrupt=corrupt)
+        child = src.child
+        buffers = sorted(src.producer_buffers)
+        t = time.monotonic_ns()
+        acq._handle(child, ("frame", buffers[0], 0, 10, None, t, time.time_ns(), 0))
+        # ids 11..14 skipped; the last two of them were incomplete buffers
+        acq._handle(child, ("frame", buffers[1], 5, 15, None, t + 50_000_000, time.time_ns(), 2))
+        assert [m.index for m in lost.metas] == [1, 2]
+        assert [(m.index, m.camera_frame_id) for m in corrupt.metas] == [(3, 13), (4, 14)]
+        assert corrupt.metas[0].strip_position_m == pytest.approx(0.3)
+        stats = acq.stats()
+        assert stats["frames_corrupt"] == 2 and stats["frames_lost"] == 2
+        assert [f.index for f in iter(lambda: ring.get(timeout=0.1), None)] == [0, 5]
+    finally:
+        src.stop()

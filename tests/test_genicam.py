@@ -194,3 +194,41 @@ def test_setting_a_node_the_camera_lacks_is_an_error():
     with pytest.raises(InspectdError) as exc:
         GenICamSource(viky(serial="0", exposure_us=500.0), "cam0")
     assert "exposure_us is set but the camera has no ExposureTime node" in one_line(exc)
+
+
+def test_frame_step_counts_incomplete_buffers_as_corrupt():
+    from inspectd.runtime.sources.genicam import frame_step
+
+    assert frame_step(1, 0) == (1, 0, 0)            # the next frame, whole
+    assert frame_step(4, 0) == (4, 3, 0)            # three lost by the camera
+    assert frame_step(4, 2) == (4, 1, 2)            # of the three skipped ids, two came incomplete
+    assert frame_step(1, 2) == (3, 0, 2)            # the producer numbered no incomplete buffer
+    assert frame_step(None, 0) == (1, 0, 0)         # no frame ids
+    assert frame_step(None, 3) == (4, 0, 3)         # no frame ids: the index still moves past them
+
+
+def test_an_incomplete_buffer_that_harvesters_discards_is_counted_corrupt():
+    """viky never delivers an incomplete buffer. harvesters' fetch() queues such a buffer back,
+    fetches on and emits its INCOMPLETE_BUFFER event; here the real acquirer emits that event
+    (as fetch does) between two real frames, through the callback the source registered."""
+    src = GenICamSource(viky(serial="1", width=200, height=200), "cam0")
+    try:
+        src.start()
+        with src.grab() as first:
+            pass
+        assert first.corrupt_before == 0
+        ia = src._ia
+        for _ in range(2):
+            ia._emit_callbacks(ia.Events.INCOMPLETE_BUFFER)
+        with src.grab() as second:
+            pass
+        assert second.corrupt_before == 2
+        # viky numbered neither of them: the index moves past both, so positions stay right.
+        assert second.index == first.index + 3
+        stats = src.stats()
+        assert stats["frames_incomplete"] == 2 and stats["frames_lost"] == 0
+        with src.grab() as third:
+            pass
+        assert third.corrupt_before == 0 and third.index == second.index + 1
+    finally:
+        src.stop()

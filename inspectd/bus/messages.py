@@ -65,7 +65,8 @@ UNINSPECTED_REASONS: dict[str, str] = {
     "camera_silent": "the camera delivered nothing while the line moved: frame-lengths of strip "
                      "that passed unseen, from the line speed",
     "corrupt": "the source could not deliver them whole: a truncated or damaged frame (a JPEG that "
-               "fails the structural check, a frame that does not decode to the stream's size), or "
+               "fails the structural check, a frame that does not decode to the stream's size), "
+               "a camera buffer its GenTL producer marked incomplete (missing packets), or "
                "frames a recording that breaks off never delivered; never inspected as if whole",
     "deadline": "their verdicts could not have been published before their strip reached the reject "
                 "gate (the recent time per frame said so; `inference.skip_late`): published at once "

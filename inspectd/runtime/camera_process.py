@@ -246,7 +246,7 @@ def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Even
             free.append(buffer)
             raise
         conn.send(("frame", buffer, grab.index, grab.camera_frame_id, grab.camera_timestamp_ns,
-                   grab.capture_ns, grab.capture_wall_ns))
+                   grab.capture_ns, grab.capture_wall_ns, grab.corrupt_before))
 
 
 def _child_env() -> dict[str, str]:
@@ -459,7 +459,8 @@ class CameraProcess:
 class CameraAcquisition(threading.Thread):
     """The child's counterpart, in the role of ``AcquisitionThread``: frames into ``ring``.
 
-    ``on_lost`` gets the frames the camera skipped (frame-id gaps), ``on_silent`` the strip
+    ``on_lost`` gets the frames the camera skipped (frame-id gaps), ``on_corrupt`` those it
+    delivered as incomplete buffers (the producer's own status), ``on_silent`` the strip
     that passed while the camera delivered nothing, as frames of ``frame_period_s`` (one
     frame length at the line speed; see the module text). ``error`` holds the one-line
     ``InspectdError`` that ended acquisition, if any.
@@ -468,7 +469,8 @@ class CameraAcquisition(threading.Thread):
     def __init__(self, source: CameraProcess, ring: RingBuffer, stop_event: threading.Event,
                  frame_period_s: float, on_lost: Callable[[FrameMeta], None] | None = None,
                  on_silent: Callable[[FrameMeta], None] | None = None, name: str | None = None,
-                 on_frame: Callable[[Frame], None] | None = None) -> None:
+                 on_frame: Callable[[Frame], None] | None = None,
+                 on_corrupt: Callable[[FrameMeta], None] | None = None) -> None:
         super().__init__(name=name or f"acquisition-{source.camera}", daemon=True)
         self.source = source
         self.ring = ring
@@ -476,6 +478,7 @@ class CameraAcquisition(threading.Thread):
         self.on_lost = on_lost
         self.on_silent = on_silent
         self.on_frame = on_frame
+        self.on_corrupt = on_corrupt
         self.error: InspectdError | None = None
         self.started_event = threading.Event()
         self.ended = False           # a camera never ends by itself
@@ -489,7 +492,7 @@ class CameraAcquisition(threading.Thread):
             self.silent_after_ns = None       # triggered: silent whenever the line stands
         self.period_ns = max(1, int(frame_period_s * 1e9))
         self._lock = threading.Lock()
-        self._read = self._put = self._lost = self._timeouts = 0
+        self._read = self._put = self._lost = self._timeouts = self._corrupt = 0
         self._silent_frames = self._reconnects = self._failures = 0
         self._last_frame_ns: int | None = None
         self._last_seen_ns = 0                # last frame, or (re)start of acquisition
@@ -577,14 +580,14 @@ class CameraAcquisition(threading.Thread):
                 self._covered_ns = max(self._covered_ns, now)
 
     def _frame(self, child: _Child, buffer: int, cindex: int, fid: int | None, ts: int | None,
-               capture_ns: int, wall_ns: int) -> None:
+               capture_ns: int, wall_ns: int, corrupt: int = 0) -> None:
         index = cindex + self._base
         if index <= self._last_index:
             # A restarted child counts from 0, and silent frames may already cover this one.
             self._base += self._last_index + 1 - index
             index = self._last_index + 1
-        elif index > self._last_index + 1 and self._last_index >= 0:
-            self._report_lost(index, capture_ns, wall_ns, fid)
+        elif index > self._last_index + 1 and (self._last_index >= 0 or corrupt):
+            self._report_lost(index, capture_ns, wall_ns, fid, corrupt)
         self._last_index = index
         src = self.source
         frame = Frame(index=index, image=_placeholder(src.frame_shape), camera=src.camera,
@@ -614,23 +617,32 @@ class CameraAcquisition(threading.Thread):
                 self._silent_since_ns = None
             self._attempts = 0
 
-    def _report_lost(self, index: int, capture_ns: int, wall_ns: int, fid: int | None) -> None:
+    def _report_lost(self, index: int, capture_ns: int, wall_ns: int, fid: int | None, corrupt: int = 0) -> None:
+        """The frames between the last one and ``index``: lost by the camera, except the last
+        ``corrupt`` of them, which came as incomplete buffers (reason ``corrupt``)."""
         prev = self._last_index
         missing = index - prev - 1
+        corrupt = min(corrupt, missing)
         with self._lock:
-            self._lost += missing
+            self._lost += missing - corrupt
+            self._corrupt += corrupt
             last_ns = self._last_frame_ns or capture_ns
-        if self.on_lost is None:
-            return
+        if corrupt:
+            log.warning("frames_corrupt", camera=self.source.camera, first=index - corrupt, count=corrupt,
+                        detail="incomplete buffers (the producer's status)",
+                        note="published as uninspected (corrupt), not inspected")
         h, w = self.source.frame_shape[:2]
         for k in range(1, missing + 1):
+            report = self.on_corrupt if k > missing - corrupt else self.on_lost
+            if report is None:
+                continue
             frac = k / (missing + 1)
             i = prev + k
             t = last_ns + int((capture_ns - last_ns) * frac)
-            self.on_lost(FrameMeta(index=i, camera=self.source.camera, capture_ns=t,
-                                   capture_wall_ns=wall_ns - (capture_ns - t), height=h, width=w,
-                                   camera_frame_id=None if fid is None else fid - (missing + 1 - k),
-                                   strip_position_m=self.source.position(i) if self.source.position else None))
+            report(FrameMeta(index=i, camera=self.source.camera, capture_ns=t,
+                             capture_wall_ns=wall_ns - (capture_ns - t), height=h, width=w,
+                             camera_frame_id=None if fid is None else fid - (missing + 1 - k),
+                             strip_position_m=self.source.position(i) if self.source.position else None))
 
     # -- silence and reconnection --------------------------------------------------------
     def _down(self, child: _Child, why: str) -> None:
@@ -723,7 +735,7 @@ class CameraAcquisition(threading.Thread):
             out: dict[str, Any] = {
                 "frames_read": self._read, "frames_put": self._put, "frames_lost": self._lost,
                 "timeouts": self._timeouts, "last_frame_ns": self._last_frame_ns,
-                "camera_silent": silent,
+                "frames_corrupt": self._corrupt, "camera_silent": silent,
                 "silent_s": round((now - self._silent_since_ns) / 1e9, 3) if self._silent_since_ns is not None else 0.0,
                 "silent_frames": self._silent_frames, "reconnects": self._reconnects,
                 "reconnecting": silent and self.source.cfg.reconnect_after_s is not None,
@@ -754,7 +766,7 @@ def acquisition_for(source: AcquiredSource, ring: RingBuffer, stop_event: thread
     process, ``AcquisitionThread`` for a source read in-process (files, folders)."""
     if isinstance(source, CameraProcess):
         return CameraAcquisition(source, ring, stop_event, frame_period_s, on_lost=on_lost,
-                                 on_silent=on_silent, on_frame=on_frame)
+                                 on_silent=on_silent, on_frame=on_frame, on_corrupt=on_corrupt)
     from inspectd.runtime.acquisition import AcquisitionThread
 
     # Not a camera process: a Source read in-process (open_source made it).

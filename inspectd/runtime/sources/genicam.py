@@ -228,6 +228,33 @@ def frame_id_delta(last: int, new: int) -> int | None:
     return None
 
 
+def frame_step(delta: int | None, incomplete: int) -> tuple[int, int, int]:
+    """(step, lost, corrupt) from the last complete buffer to this one.
+
+    ``delta`` is the frame-id difference (None: no frame id, or the counter went back) and
+    ``incomplete`` the buffers the producer marked incomplete in between: harvesters' ``fetch``
+    queues those back and fetches on, telling only through its ``INCOMPLETE_BUFFER`` event.
+    They are frames of strip that were not delivered whole: ``corrupt``, never inspected. The
+    frame ids they used (if the producer numbered them) lie in the gap; where it did not, the
+    index moves past them anyway, so that strip positions stay right.
+    """
+    step = max(delta if delta is not None and delta >= 1 else 1, 1 + incomplete)
+    return step, step - 1 - incomplete, incomplete
+
+
+def _incomplete_counter() -> Any:
+    """A harvesters callback that counts the incomplete buffers ``fetch`` discarded."""
+    from harvesters.core import Callback
+
+    class IncompleteCounter(Callback):
+        count = 0
+
+        def emit(self, context: object | None = None) -> None:
+            self.count += 1
+
+    return IncompleteCounter()
+
+
 # -- the source ------------------------------------------------------------------------
 class GenICamSource:
     """Frames of one GenICam camera. Construct to open and configure; ``stop`` releases it."""
@@ -250,7 +277,9 @@ class GenICamSource:
         self._ia: ImageAcquirer | None = None
         self._started = False
         self._stop_lock = threading.Lock()
-        self._frames = self._timeouts = self._gaps = self._lost = self._resets = 0
+        self._frames = self._timeouts = self._gaps = self._lost = self._resets = self._incomplete = 0
+        self._incomplete_seen = 0
+        self._incomplete_counter = _incomplete_counter()
         self._last_fid: int | None = None
         self._last_index = -1
         self._fid_available = self._ts_available = True
@@ -277,6 +306,7 @@ class GenICamSource:
             reason = "in use by another program" if "ResourceInUse" in type(exc).__name__ else _short(exc)
             raise InspectdError(f"{self.where}: cannot open {row.label()}: {reason}") from None
         ia.num_buffers = max(self.cfg.buffers, ia.min_num_buffers)
+        ia.add_callback(ia.Events.INCOMPLETE_BUFFER, self._incomplete_counter)
         return ia
 
     def _configure(self) -> None:
@@ -383,9 +413,9 @@ class GenICamSource:
         except BaseException:
             buffer.queue()
             raise
-        index = self._advance(fid)
+        index, corrupt = self._advance(fid)
         self._frames += 1
-        return Grab(self, buffer, components[0], index, now_ns, wall_ns, fid, ts)
+        return Grab(self, buffer, components[0], index, now_ns, wall_ns, fid, ts, corrupt)
 
     def _copy_out(self, comp: Any, dst: np.ndarray) -> None:
         h, w = int(comp.height), int(comp.width)
@@ -430,22 +460,26 @@ class GenICamSource:
         self._ts_available = False   # do not pay for the exceptions on every frame
         return None
 
-    def _advance(self, fid: int | None) -> int:
-        """The frame's index: follows the camera's frame id, so lost frames leave gaps."""
-        step = 1
+    def _advance(self, fid: int | None) -> tuple[int, int]:
+        """The frame's index (it follows the camera's frame id, so lost frames leave gaps) and
+        how many frames just before it were incomplete buffers (``frame_step``)."""
+        seen = self._incomplete_counter.count
+        incomplete, self._incomplete_seen = seen - self._incomplete_seen, seen
+        delta = None
         if fid is not None and self._last_fid is not None:
             delta = frame_id_delta(self._last_fid, fid)
             if delta is None or delta < 1:
                 self._resets += 1     # the counter restarted: we cannot tell what was lost
-            else:
-                step = delta
-                if delta > 1:
-                    self._gaps += 1
-                    self._lost += delta - 1
+                delta = None
+        step, lost, corrupt = frame_step(delta, incomplete)
+        if lost:
+            self._gaps += 1
+            self._lost += lost
+        self._incomplete += corrupt
         if fid is not None:
             self._last_fid = fid
         self._last_index += step
-        return self._last_index
+        return self._last_index, corrupt
 
     def stop(self) -> None:
         """Stop acquisition and release the camera and the producers; idempotent.
@@ -472,7 +506,7 @@ class GenICamSource:
         return {
             "kind": "genicam", "device": self._device_label,
             "frames": self._frames, "timeouts": self._timeouts, "frame_id_gaps": self._gaps,
-            "frames_lost": self._lost, "frame_id_resets": self._resets,
+            "frames_lost": self._lost, "frame_id_resets": self._resets, "frames_incomplete": self._incomplete,
         }
 
 
@@ -480,10 +514,13 @@ class Grab:
     """A fetched camera buffer, held until ``release`` (or the end of a ``with`` block)."""
 
     def __init__(self, source: GenICamSource, buffer: Any, component: Any, index: int,
-                 capture_ns: int, capture_wall_ns: int, frame_id: int | None, timestamp_ns: int | None):
+                 capture_ns: int, capture_wall_ns: int, frame_id: int | None, timestamp_ns: int | None,
+                 corrupt_before: int = 0):
         self.source, self._buffer, self._component = source, buffer, component
         self.index, self.capture_ns, self.capture_wall_ns = index, capture_ns, capture_wall_ns
         self.camera_frame_id, self.camera_timestamp_ns = frame_id, timestamp_ns
+        # The last frames of the gap before this one that came as incomplete buffers.
+        self.corrupt_before = corrupt_before
 
     def copy_into(self, dst: np.ndarray) -> None:
         """The pixels, converted to the source's frame format, into ``dst`` (``frame_shape``)."""
