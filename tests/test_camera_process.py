@@ -465,3 +465,16 @@ def test_incomplete_buffers_reported_by_the_child_are_published_corrupt():
         assert [f.index for f in iter(lambda: ring.get(timeout=0.1), None)] == [0, 5]
     finally:
         src.stop()
+
+
+def test_a_ring_larger_than_memory_is_refused_before_anything_is_allocated():
+    src = CameraProcess(viky(serial="2"), "cam0")
+    try:
+        with pytest.raises(InspectdError) as exc:
+            ring_for(src, RingConfig(slots=10**9, policy=OverflowPolicy.drop_oldest), Collect())
+        msg = str(exc.value)
+        assert exc.value.exit_code == 78 and "\n" not in msg
+        assert "ring.slots" in msg and "of memory available" in msg and "camera 'cam0'" in msg
+        assert src._shm is None                         # no shared memory was made
+    finally:
+        src.stop()

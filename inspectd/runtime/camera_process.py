@@ -73,7 +73,7 @@ import structlog
 
 from inspectd.errors import InspectdError
 from inspectd.runtime.frame import Frame, FrameMeta
-from inspectd.runtime.ringbuffer import RingBuffer, RingConfig
+from inspectd.runtime.ringbuffer import RingBuffer, RingConfig, check_ring_memory
 from inspectd.runtime.sources.base import AcquiredSource, PositionFn, Source
 from inspectd.runtime.sources.config import GenICamConfig
 
@@ -416,6 +416,8 @@ class CameraProcess:
         size = int(np.prod(shape))
         if self._shm is not None:
             raise RuntimeError("ring() called twice")
+        # Shared memory is RAM: the same check as an in-process ring (exit 78, naming ring.slots).
+        check_ring_memory(shape[0], self.frame_shape, where=self.where)
         try:
             st = os.statvfs("/dev/shm")
             free = st.f_bavail * st.f_frsize
