@@ -478,3 +478,66 @@ def test_a_ring_larger_than_memory_is_refused_before_anything_is_allocated():
         assert src._shm is None                         # no shared memory was made
     finally:
         src.stop()
+
+
+_BREAK_STREAM = '''
+import os
+
+from inspectd.runtime.sources import genicam as _g
+
+_grab = _g.GenICamSource.grab
+_marker = os.environ["INSPECTD_TEST_BREAK_MARKER"]
+
+
+def grab(self):
+    g = _grab(self)
+    if self._frames == 15 and not os.path.exists(_marker):
+        open(_marker, "w").close()            # only the first acquisition process breaks
+        # The stream's new-buffer event goes away under harvesters: the producer's next fetch
+        # fails with a real GenTL error (-1006), as with a device whose stream was torn down.
+        for monitor in self._ia._new_buffer_event_monitor_dict.values():
+            monitor.unregister_event()
+    return g
+
+
+_g.GenICamSource.grab = grab
+'''
+
+
+def test_a_stream_that_fails_with_an_exception_is_reported_and_reconnected(tmp_path, monkeypatch, capfd):
+    """In the acquisition process, the real producer's fetch raises (a GenTL error) after 15
+    frames: the child reports it as one line, the strip after the last frame is published as
+    uninspected, and a fresh process takes over."""
+    (tmp_path / "sitecustomize.py").write_text(_BREAK_STREAM)
+    marker = tmp_path / "broken"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("INSPECTD_TEST_BREAK_MARKER", str(marker))
+    cfg = _silent_cfg(reconnect_after_s=0.5, reconnect_attempts=2)
+    tap = Tap()
+    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
+    first_pid = pipe.source.pid
+    t, result = run_in_thread(pipe)
+    try:
+        assert tap.wait(lambda tp: marker.exists() and pipe.source.pid not in (None, first_pid), 30)
+        n = len(tap.kind("verdict"))
+        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= n + 10, 30)   # frames again
+    finally:
+        pipe.request_stop()
+        t.join(60)
+    r = result["r"]
+    assert r.exit_code == 0, r.error
+    assert not alive(first_pid)
+    verdicts = tap.kind("verdict")
+    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
+    assert silent, [m["reason"] for m in tap.kind("uninspected")]
+    before = [v for v in verdicts if v["frame"] < silent[0]["first_frame"]]
+    assert len(before) >= 14 and silent[0]["first_frame"] == before[-1]["frame"] + 1
+    assert [v for v in verdicts if v["frame"] > silent[-1]["last_frame"]]
+    c = r.counters
+    assert c["captured"] == c["inspected"] + c["uninspected"]
+    assert tap.kind("status")[-1]["counters"]["acquisition"]["reconnects"] >= 1
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    # The child's error, as the parent logs it: one line, with the producer's own message.
+    failed = [ln for ln in out.splitlines() + err.splitlines() if "camera_failed" in ln]
+    assert len(failed) == 1 and "acquisition failed" in failed[0] and "GenTL exception" in failed[0]
