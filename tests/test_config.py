@@ -44,7 +44,7 @@ def test_shipped_default_config_differs_only_where_meant():
     assert cfg.inference.model is None          # the shipped model
     got, want = _flat(to_mapping(cfg)), _flat(to_mapping(default_config()))
     differ = {k for k in want if got[k] != want[k]}
-    assert differ == {"source.path", "ring.policy", "log.verdicts",
+    assert differ == {"source.path", "source.fps", "ring.policy", "log.verdicts",
                       "line.speed_m_per_s", "line.frame_length_m", "control.address"}
 
 
@@ -54,7 +54,11 @@ def test_sample_line_geometry_matches_the_recording():
     truth = json.loads((ROOT / "samples" / "neu_strip.mkv.json").read_text())
     assert cfg.line.mm_per_px == truth["mm_per_px"]
     assert cfg.line.frame_length_m == pytest.approx(truth["frame_length_m"])
-    assert cfg.line.speed_m_per_s == pytest.approx(truth["line_speed_mps"])
+    assert cfg.line.frame_length_m == pytest.approx(truth["advance_px"] * truth["mm_per_px"] / 1000)
+    # The demo runs the line slower than the recording's 9.6 m/s (a 2-core CPU keeps up with it),
+    # and replays the frames at that line's rate.
+    assert cfg.line.speed_m_per_s < truth["line_speed_mps"]
+    assert cfg.source.fps == pytest.approx(cfg.line.speed_m_per_s / cfg.line.frame_length_m)
 
 
 def test_camera_example_loads():

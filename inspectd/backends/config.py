@@ -59,6 +59,14 @@ class InferenceConfig:
         "uninspected (reason `deadline`), so that the gate rejects it in time and the model's time "
         "goes to frames that can still make it. false: inspect it anyway; its verdict comes late "
         "(counted as `late`), which for the line is uninspected strip too.", default=True)
+    capacity_check: Literal["warn", "fail", "off"] = doc(
+        "At start (run, replay --realtime, check-config), after the self-test: a few frames of the "
+        "real frame size are timed through the stage and the frames/s this machine inspects is "
+        "compared with what the line needs (a camera's frame_rate, else line speed / frame length; "
+        "a paced recording's rate). Logged as `capacity` and sent in the status event. Below the "
+        "need every verdict comes late: `warn` logs `capacity_short` (what to do: a GPU, fewer or "
+        "larger tiles, a slower line) and runs on; `fail` exits 78 instead; `off` measures nothing. "
+        "Skipped for a recording replayed as fast as it goes (no line rate).", default="warn")
     tile_overlap_px: int = doc(
         "Minimum overlap, in frame pixels, between neighbouring tiles. A defect narrower than the "
         "overlap is seen whole by at least one tile; wider ones are cut by tile edges and fused "
@@ -100,6 +108,8 @@ class InferenceConfig:
             fail(where, p + "streams", f"expected 1 to in_flight ({self.in_flight}), got {self.streams}")
         if self.streams > 1 and self.backend not in ("openvino", "auto"):
             fail(where, p + "streams", f"only the openvino backend runs streams; {self.backend} takes 1")
+        if self.capacity_check not in ("warn", "fail", "off"):
+            fail(where, p + "capacity_check", f"expected warn, fail or off, got {self.capacity_check!r}")
         if self.max_det < 1:
             fail(where, p + "max_det", f"must be >= 1, got {self.max_det}")
         if self.fuse_edge_px < 0:

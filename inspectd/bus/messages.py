@@ -192,9 +192,11 @@ class EventEncoder:
     built, so build them in the order they are sent (the publisher does, on its thread).
     """
 
-    def __init__(self, camera: str, line: LineConfig, publisher_id: str | None = None):
+    def __init__(self, camera: str, line: LineConfig, publisher_id: str | None = None,
+                 capacity: dict[str, Any] | None = None):
         self.camera = check_token(camera, "camera id")
         self.line = line
+        self.capacity = capacity      # runtime.capacity's result at start, sent in every status
         self.publisher = publisher_id or secrets.token_hex(8)
         self._lock = threading.Lock()
         self._seq = 0
@@ -414,6 +416,7 @@ class EventEncoder:
                 "gate_distance_m": self.line.gate_distance_m,
                 "frame_length_m": self.line.frame_length_m,
             },
+            "capacity": None if self.capacity is None else dict(self.capacity),
             "bus": {k: int(v) for k, v in (bus or {}).items()},
             "counters": _jsonable(dict(counters)),
         })

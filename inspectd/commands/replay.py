@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
 
     # The checks of `run` and check-config: FILE is the command line's (2), the rest config (78).
     checked = preflight(cfg, args.config or "the built-in defaults", given_options(args),
-                        usage={"source.path": "replay FILE"})
+                        usage={"source.path": "replay FILE"}, paced=args.realtime)
 
     out_stream: IO[str] | None = None
     out_file: OutFile | None = None
@@ -280,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
             cfg, realtime=args.realtime, tap=_taps(tap, console.tap if console.show != "none" else None),
             annotate_path=args.annotate, on_tick=console.progress if interactive else None,
             source=checked.source, backend=checked.backend, self_test=not checked.self_tested, coil=args.coil,
+            capacity=checked.capacity,
         )
         if tap is not None:
             def out_failed(exc: BaseException) -> None:

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # A recording (kind video/folder) is paced at its frame rate, like the camera it stands in for.
         pipeline = Pipeline(cfg, realtime=None, source=checked.source, backend=checked.backend,
-                            self_test=not checked.self_tested)
+                            self_test=not checked.self_tested, capacity=checked.capacity)
     except InspectdError as exc:
         if isinstance(exc, (ConfigError, RunError)) or exc.exit_code == EXIT_CONFIG:
             raise                              # the camera's own frame size: the ring, the self-test

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from inspectd.bus.publisher import EventPublisher
     from inspectd.runtime.acquisition import AcquisitionThread
     from inspectd.runtime.camera_process import CameraAcquisition
+    from inspectd.runtime.capacity import Capacity
     from inspectd.runtime.inference import InferenceStage
 
 log = structlog.get_logger("inspectd.pipeline")
@@ -93,7 +94,9 @@ class Pipeline:
     The stages are built from ``cfg`` unless given (tests pass a slow backend or a
     prepared source; ``self_test=False`` skips the start-up self-test, for stand-ins that
     count their calls). ``realtime``: pace a recording at its frame rate; None paces it
-    when its rate is known (``run``: a recording stands in for a camera). ``tap(topic, payload)``
+    when its rate is known (``run``: a recording stands in for a camera). ``capacity``: the
+    capacity check preflight made (``runtime.capacity``); None: made here after the self-test
+    (none without it), e.g. at a camera's own frame size. ``tap(topic, payload)``
     sees every message the publisher sends,
     from the publisher's thread. ``on_tick(pipeline)`` is called by the supervisor about
     every ``service.status_interval_s`` (replay's progress line).
@@ -113,6 +116,7 @@ class Pipeline:
         handle_signals: bool = True,
         self_test: bool = True,
         coil: str | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.cfg = cfg
         self.realtime = realtime
@@ -197,6 +201,12 @@ class Pipeline:
                 # `run` on a recording: pace it like the camera it stands in for, if its rate is known.
                 realtime = not self.source.live and bool(self.source.nominal_fps)
             self.realtime = realtime
+            if capacity is None and self_test:
+                # Not measured by preflight (a camera's own frame size): on the stage just warmed.
+                from inspectd.runtime.capacity import check_capacity
+                capacity = check_capacity(cfg, self.stage, tuple(self.source.frame_shape), paced=bool(realtime),
+                                          nominal_fps=self.source.nominal_fps)
+            self.capacity = capacity
             # Coils: the acquisition thread marks each frame read with the open coil.
             self.coils = CoilTracker(lambda i, h: strip_position_m(cfg.line, i, h), cfg.line.frame_length)
             self._acquisition = acquisition_for(
@@ -208,7 +218,9 @@ class Pipeline:
                 self.alarms = AlarmThread(PeriodicDetector(cfg.alarms.periodic, cfg.line.mm_per_px),
                                           lambda kind, body: self.publisher.publish_event(kind, body),
                                           name=f"alarms-{cfg.camera}").start()
-            self._publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line), tap=self._on_message,
+            self._publisher = EventPublisher(cfg.bus, EventEncoder(cfg.camera, cfg.line,
+                                                                   capacity=None if capacity is None else capacity.as_dict()),
+                                             tap=self._on_message,
                                             status_source=self._status_payload, watcher=self.alarms)
             self.publisher.start()    # binds the socket: a bad or busy address fails here
             self.coil_desk = CoilDesk(self.coils, self.publisher, cfg.camera)

@@ -32,6 +32,7 @@ from inspectd.errors import ConfigError, InspectdError, UsageError
 if TYPE_CHECKING:
     from inspectd.backends.base import Backend
     from inspectd.config import DaemonConfig
+    from inspectd.runtime.capacity import Capacity
     from inspectd.runtime.sources import Source
 
 # A message that starts with a config key ("inference.device: ...") names its own key.
@@ -49,6 +50,7 @@ class Preflight:
     frame_shape: tuple[int, ...] | None        # None: a camera that keeps its own size
     report: list[str] = field(default_factory=list)
     self_tested: bool = False                  # the self-test ran at the frame size the source delivers
+    capacity: Capacity | None = None           # None: measured by the pipeline (a camera's own size)
 
     def close(self) -> None:
         if self.source is not None:
@@ -85,14 +87,16 @@ class _Blame:
 
 
 def preflight(cfg: DaemonConfig, where: str, given: dict[str, str] | None = None,
-              usage: dict[str, str] | None = None) -> Preflight:
+              usage: dict[str, str] | None = None, paced: bool | None = None) -> Preflight:
     """Run every check ``run`` makes short of opening the camera and binding the socket.
 
     ``where`` names the config (its file, or "the built-in defaults"); ``given`` maps the
     config keys that command-line options set to the option (``{"inference.model": "--model
     X"}``: still configuration, 78), ``usage`` those that a command's own argument set
     (``{"source.path": "replay FILE"}``: a usage error, 2). On success the recording (if any)
-    is open and the model loaded: pass them on, or ``close()`` the result.
+    is open and the model loaded: pass them on, or ``close()`` the result. ``paced``: whether
+    a recording is replayed at its rate (None: as ``run`` does, when its rate is known), for the
+    capacity check (``runtime.capacity``).
     """
     blame = _Blame(where, given or {}, usage or {})
     report: list[str] = []
@@ -118,10 +122,14 @@ def preflight(cfg: DaemonConfig, where: str, given: dict[str, str] | None = None
             from inspectd.runtime.inference import check_tile_overlap
             th, tw = check_tile_overlap(cfg.inference, backend.input_size)
         with blame.on("inference.model"):
-            found, tested_shape = _self_test(cfg, backend, shape, (th, tw))
+            found, tested_shape, capacity = _self_test(cfg, backend, source, shape, (th, tw), paced)
         report.append(f"model: {cfg.inference.model or '(the shipped model)'} on {backend.name}, "
                       f"{th}x{tw} tiles, classes {', '.join(class_names) or 'unknown'}; self-test passed "
                       f"({found.get('defects', 0)} defects on its test frame)")
+        if capacity is not None:
+            report.append("capacity: " + (f"skipped ({capacity.skipped})" if capacity.skipped else
+                          f"{capacity.measured_fps:g} frames/s measured, the line needs {capacity.needed_fps:g} "
+                          f"(margin {capacity.margin:g}{', SHORT: verdicts will be late' if capacity.short else ''})"))
         report.append(ring_line)
         with blame.on("bus.publish"):
             report.append(f"publish: {_check_bus(cfg)}")
@@ -138,30 +146,43 @@ def preflight(cfg: DaemonConfig, where: str, given: dict[str, str] | None = None
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     pass
         raise
+    if capacity is not None:
+        from inspectd.runtime.capacity import log_capacity
+        log_capacity(capacity)
     return Preflight(backend=backend, source=source, frame_shape=shape, report=report,
-                     self_tested=tested_shape == shape)
+                     self_tested=tested_shape == shape, capacity=capacity)
 
 
-def _self_test(cfg: DaemonConfig, backend: Backend, shape: tuple[int, ...] | None,
-               tile: tuple[int, int]) -> tuple[dict, tuple[int, ...]]:
+def _self_test(cfg: DaemonConfig, backend: Backend, source: Source | None, shape: tuple[int, ...] | None,
+               tile: tuple[int, int], paced: bool | None) -> tuple[dict, tuple[int, ...], Capacity | None]:
     """The start-up self-test of ``inspectd.runtime.selftest`` (a known frame through the whole
-    stage): at the source's frame size, or one tile's for a camera that keeps its own size."""
+    stage): at the source's frame size, or one tile's for a camera that keeps its own size; then,
+    on the warm stage, the capacity check at the real frame size (None: left to the pipeline,
+    which knows a camera's size once it is open)."""
     import structlog
 
     from inspectd.backends.base import backend_label
+    from inspectd.runtime.capacity import check_capacity
     from inspectd.runtime.inference import InferenceStage
     from inspectd.runtime.selftest import run_self_test
 
+    real = shape
     if shape is None:
         shape = tile if cfg.source.channels == 1 else (*tile, 3)
     stage = InferenceStage(backend, cfg.inference, cfg.merge)
+    capacity = None
     try:
         found = run_self_test(stage, tuple(shape), f"model {cfg.inference.model or '(the shipped model)'} on "
                                                    f"{backend_label(backend)}")
+        if real is not None:
+            nominal = source.nominal_fps if source is not None else None
+            # Its error names inference.capacity_check, which the caller's blame keeps.
+            capacity = check_capacity(cfg, stage, real, paced=bool(nominal) if paced is None else paced,
+                                      nominal_fps=nominal, log_now=False)   # logged when all checks passed
     finally:
         stage.close_model()                     # the model thread; the backend goes on to the pipeline
     structlog.get_logger("inspectd.preflight").info("self_test_passed", backend=backend.name, **found)
-    return found, tuple(shape)
+    return found, tuple(shape), capacity
 
 
 def _check_source(cfg: DaemonConfig) -> tuple[Any, tuple[int, ...] | None, str]:
