@@ -11,6 +11,8 @@ that passes ``check-config`` does not fail at start for a reason it could have f
 - the model against the config: its classes against the merge rules, its input size against
   ``inference.tile_overlap_px``; the start-up self-test (``runtime.selftest``: a known frame
   through the whole stage, which catches NaN weights and a runtime that miscomputes);
+- the machine against the line: ``runtime.capacity`` times frames of the real size through the
+  warm stage against the frames/s the line needs (``inference.capacity_check``; ``fail``: 78);
 - sizes against memory: ``ring.slots`` (and a camera's buffers) times the frame size;
 - the bus's CurveZMQ keys.
 
