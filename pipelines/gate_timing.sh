@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Are rejects in time at the gate? The sample replayed at its line speed (--realtime), published,
+# Are rejects in time at the gate? The sample replayed at the config's rate (--realtime: source.fps,
+# else the file's 50 frames/s; configs/inspectd.yaml: 10, its 1.92 m/s line), published,
 # with examples/reject_actuator.py downstream; after SECONDS s both are stopped with SIGTERM and
 # print their summaries (the replay's "late:" line, the actuator's counts). Training, if
 # /work/notes/train.pid names a running one, is paused meanwhile (resumed on exit).
