@@ -192,7 +192,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def real_stage(checkpoint):
-    cfg = InferenceConfig(model=checkpoint, device="cpu", threads=1)
+    cfg = InferenceConfig(model=checkpoint, backend="torch", device="cpu", threads=1)
     stage = InferenceStage(create_backend(cfg), cfg, MergeConfig())
     yield stage
     stage.close()
@@ -257,7 +257,7 @@ def test_not_a_checkpoint_gives_the_loaders_error(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on machines without CUDA")
 def test_cuda_without_a_device_is_refused_and_auto_picks_cpu(checkpoint):
     with pytest.raises(InspectdError, match="^inference.device: cuda requested but no CUDA device is available$"):
-        create_backend(InferenceConfig(model=checkpoint, device="cuda"))
-    b = create_backend(InferenceConfig(model=checkpoint, device="auto", threads=1))
+        create_backend(InferenceConfig(model=checkpoint, backend="torch", device="cuda"))
+    b = create_backend(InferenceConfig(model=checkpoint, backend="torch", device="auto", threads=1))
     assert b.device.type == "cpu" and not b.half
     b.close()
