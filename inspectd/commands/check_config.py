@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(loaded by the configured backend on the configured device, its weights matched "
             "against its metadata, its classes against the merge rules, its input size against "
             "inference.tile_overlap_px), ring.slots and the camera's buffers against the memory "
-            "available, and the CurveZMQ keys. No camera is opened, no socket bound, no thread "
+            "available, the CurveZMQ keys, and the machine against the line (frames/s inspected "
+            "against frames/s needed: a warning, or 78 with inference.capacity_check: fail). No camera "
+            "is opened, no socket bound, no thread "
             "started. Exit 0 when the config is good, 78 with one line naming the file, the key "
             "and the problem otherwise (2 for a wrong command line)."
         ),
