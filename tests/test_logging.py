@@ -5,18 +5,9 @@ import io
 import json
 import logging
 
-import pytest
 import structlog
 
 from inspectd.logging_setup import LogConfig, configure_logging, resolve_format
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog():
-    """These tests configure structlog globally (a level filter included); later tests that
-    capture log events must not inherit that."""
-    yield
-    structlog.reset_defaults()
 
 
 class _Tty(io.StringIO):
