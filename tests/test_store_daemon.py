@@ -91,6 +91,7 @@ def test_store_keeps_exactly_what_the_daemon_published(tmp_path):
         assert db.query("SELECT count(*) FROM defects WHERE coil = 'C-42'")[0][0] == n_defects
         assert length == pytest.approx(max(m["coil_position_m"] + m["frame_length_m"] for m in published), abs=1e-6)
         kinds = {r[0] for r in db.query("SELECT DISTINCT kind FROM events")}
-        assert {"coil_end", "heartbeat", "status"} <= kinds
+        # Heartbeats flow only while nothing else does: a short replay may send none after the join.
+        assert {"coil_end", "status"} <= kinds
     finally:
         db.close()

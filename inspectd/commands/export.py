@@ -82,7 +82,10 @@ def _int8(args) -> int:
     ckpt = Path(args.model).expanduser() if args.model else default_model_path()
     if not ckpt.is_file():
         raise InspectdError(f"--model {ckpt}: model file not found")
-    ir = build_int8(ckpt, Path(args.calib_data).expanduser(), args.calib_count)
+    calib = Path(args.calib_data).expanduser()
+    if not (calib / "train.txt").is_file():      # a usage error whether or not NNCF is installed
+        raise UsageError(f"--calib-data {calib}: no train.txt there (expected the layout of shared/data/neu)")
+    ir = build_int8(ckpt, calib, args.calib_count)
     print(f"wrote {ir} (inference.precision: int8 with this checkpoint uses it)")
     if out is not None:
         shutil.copyfile(ir.with_suffix(".bin"), out.with_suffix(".bin"))
