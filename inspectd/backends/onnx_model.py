@@ -38,7 +38,7 @@ META_NOTE = "inspectd.note"                # how it was made (quantisation, cali
 
 # Bump when the prepared graph changes (new outputs, export options): old cache entries
 # are then ignored rather than loaded with the wrong outputs.
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2
 LABEL_OUTPUTS = ("det", "labels", "conf")
 PROB_OUTPUTS = ("det", "seg")
 

@@ -71,6 +71,13 @@ class ModelConfig:
         "dilation of each resDWAB block's depthwise conv (cycled if shorter than resdwab_blocks). "
         "The paper writes '0, 1, 2', read as its smallest rates", default_factory=lambda: [1, 2, 3, 1])
     resdwab_expand: int = doc("inverted-residual expansion factor in resDWAB", default=4)
+    seg_fuse: Literal["conv", "dwsep"] = doc(
+        "how the segmentation decoder fuses the upsampled context with the stride-4 path: 'conv' "
+        "(two full 3x3 convolutions, DeepLabv3+'s) or 'dwsep' (two depthwise-separable 3x3 "
+        "convolutions: about a seventh of the multiply-adds at 56 x 56)", default="conv")
+    seg_width: int = doc(
+        "channels of the segmentation decoder's context and fusion layers; 0 = 256 x width_multiple",
+        default=0)
     deep_supervision: bool = doc(
         "auxiliary segmentation heads on the encoder's pyramid levels during training", default=True)
 
@@ -91,6 +98,8 @@ class ModelConfig:
             fail(where, p + "anchors", "expected 3 lists of 6 numbers (3 (w, h) pairs per stride 8, 16, 32)")
         if self.depth_multiple <= 0 or self.width_multiple <= 0:
             fail(where, p + "width_multiple", "multipliers must be positive")
+        if self.seg_width < 0 or self.seg_width % 8:
+            fail(where, p + "seg_width", f"expected 0 (derived) or a positive multiple of 8, got {self.seg_width}")
         if self.resdwab_blocks < 0 or (self.resdwab_blocks and not self.resdwab_dilations):
             fail(where, p + "resdwab_blocks", "must be >= 0, with at least one dilation")
 

@@ -37,7 +37,7 @@ class MultiTaskNet(nn.Module):
         self.seg_head = SegHead(
             widths.p3, widths.low, cfg.num_seg_classes, aspp=cfg.aspp, rates=cfg.aspp_rates,
             blocks=cfg.resdwab_blocks, dilations=cfg.resdwab_dilations, expand=cfg.resdwab_expand,
-            width=make_divisible(256 * w, 8))
+            width=cfg.seg_width or make_divisible(256 * w, 8), fuse=cfg.seg_fuse)
         # Deep supervision on the encoder's pyramid (strides 8, 16, 32); not in the inference graph.
         self.aux_heads = nn.ModuleList(
             AuxSegHead(c, cfg.num_seg_classes) for c in (widths.p3, widths.p4, widths.p5)

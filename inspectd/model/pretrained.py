@@ -116,8 +116,40 @@ def initialise(model: MultiTaskNet, path: str | Path) -> InitReport:
         notes.append("licence: YOLOv5's weights are GPL-3.0; a model trained from them is derived from "
                      "them (say so, with the licence, wherever it is shipped)")
         return InitReport(str(path), "yolov5", tensors, notes, meta)
-    from inspectd.model.checkpoint import load_checkpoint
-    loaded, _ = load_checkpoint(path, expected=model.cfg)
-    model.load_state_dict(loaded.state_dict())
-    tensors = [TensorInit(k, "loaded", k, "", v.numel()) for k, v in own.items()]
-    return InitReport(str(path), "inspectd", tensors, [], {"sha256": _sha256(path)})
+    return _init_from_inspectd(model, path, own)
+
+
+# Keys of the model config that only shape the segmentation decoder (and the training-only
+# heads): a checkpoint that differs in them still gives the encoder and detection decoder.
+DECODER_KEYS = frozenset({"aspp", "aspp_rates", "resdwab_blocks", "resdwab_dilations", "resdwab_expand",
+                          "seg_fuse", "seg_width", "deep_supervision"})
+
+
+def _init_from_inspectd(model: MultiTaskNet, path: Path, own: dict[str, Any]) -> InitReport:
+    """Same network: every tensor loaded. A different segmentation decoder (DECODER_KEYS): every
+    tensor whose name and shape match is loaded and the rest start new, as the report says."""
+    from inspectd.model.checkpoint import load_checkpoint, read_metadata
+
+    src_cfg, _ = read_metadata(path)
+    mine, theirs = model.cfg.to_dict(), src_cfg.to_dict()
+    for k in mine:
+        if k not in DECODER_KEYS and k != "name" and mine[k] != theirs.get(k):
+            raise InspectdError(f"init: {path}: {k} is {theirs.get(k)!r} there, {mine[k]!r} in this model "
+                                "(only the segmentation decoder may differ)")
+    loaded, _ = load_checkpoint(path)
+    src = loaded.state_dict()
+    state, tensors = {}, []
+    for k, v in own.items():
+        if k in src and src[k].shape == v.shape:
+            state[k] = src[k]
+            tensors.append(TensorInit(k, "loaded", k, "", v.numel()))
+        else:
+            state[k] = v
+            tensors.append(TensorInit(k, "new", None, "", v.numel()))
+    model.load_state_dict(state)
+    notes = []
+    changed = sorted(k for k in DECODER_KEYS if mine.get(k) != theirs.get(k))
+    if changed:
+        notes.append("segmentation decoder differs from the checkpoint's (" + ", ".join(
+            f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in changed) + "): matching tensors loaded")
+    return InitReport(str(path), "inspectd", tensors, notes, {"sha256": _sha256(path)})

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inspectd.model.blocks import ConvBnAct
+from inspectd.model.upsample import SCALE, BilinearUpsample
 
 
 class DenseASPP(nn.Module):
@@ -59,24 +60,41 @@ class ResDWAB(nn.Module):
         return self.fuse(torch.cat((x, y), 1))
 
 
+def fusion(c_in: int, width: int, kind: str) -> nn.Sequential:
+    """Two 3x3 layers over the concatenated context and low-level maps.
+
+    ``conv``: full convolutions (DeepLabv3+). ``dwsep``: each a depthwise 3x3 followed by a 1x1
+    (MobileNet-style); at stride 4 the full pair is most of the decoder's multiply-adds.
+    """
+    if kind == "conv":
+        return nn.Sequential(ConvBnAct(c_in, width, 3), ConvBnAct(width, width, 3))
+    if kind == "dwsep":
+        return nn.Sequential(ConvBnAct(c_in, c_in, 3, g=c_in), ConvBnAct(c_in, width, 1),
+                             ConvBnAct(width, width, 3, g=width), ConvBnAct(width, width, 1))
+    raise ValueError(f"unknown fusion {kind!r}")
+
+
 class SegHead(nn.Module):
     """DeepLabv3+-style decoder returning per-pixel logits at input resolution."""
 
     def __init__(self, c_high: int, c_low: int, num_classes: int, *, aspp: str, rates: list[int],
-                 blocks: int, dilations: list[int], expand: int, width: int):
+                 blocks: int, dilations: list[int], expand: int, width: int, fuse: str = "conv"):
         super().__init__()
         c_mid = max(width // 2, 16)
         self.aspp = DenseASPP(c_high, width, rates, c_mid, depthwise=(aspp == "ddwaspp"))
         self.low = nn.Sequential(*(ResDWAB(c_low, dilations[i % len(dilations)], expand)
                                    for i in range(blocks)))
-        self.fuse = nn.Sequential(ConvBnAct(width + c_low, width, 3), ConvBnAct(width, width, 3))
+        self.fuse = fusion(width + c_low, width, fuse)
         self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.upsample = BilinearUpsample(num_classes, SCALE)
 
     def forward(self, high: torch.Tensor, low: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
         h = self.aspp(high)
         h = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        y = self.fuse(torch.cat((h, self.low(low)), 1))
-        return F.interpolate(self.classifier(y), size=out_size, mode="bilinear", align_corners=False)
+        logits = self.classifier(self.fuse(torch.cat((h, self.low(low)), 1)))
+        if (logits.shape[-2] * SCALE, logits.shape[-1] * SCALE) == tuple(out_size):
+            return self.upsample(logits)      # the same values, cheaper in the exported graph
+        return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
 
 
 class AuxSegHead(nn.Module):
