@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from inspectd.bus.messages import EventEncoder, encode, topic_for  # noqa: E402
 from inspectd.line import LineConfig  # noqa: E402
-from inspectd.runtime.frame import FrameMeta  # noqa: E402
-from inspectd.runtime.verdict import Defect, Verdict  # noqa: E402
+from inspectd.domain.frames import FrameMeta  # noqa: E402
+from inspectd.domain.verdicts import Defect, Verdict  # noqa: E402
 from inspectd.store.database import connect  # noqa: E402
 
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]

@@ -13,9 +13,9 @@ from inspectd.bus.config import BusConfig
 from inspectd.bus.messages import EventEncoder, load_schema
 from inspectd.bus.publisher import EventPublisher
 from inspectd.bus.subscriber import Event, EventSubscriber
+from inspectd.domain.frames import FrameMeta
+from inspectd.domain.verdicts import Defect, Verdict
 from inspectd.line import LineConfig
-from inspectd.runtime.frame import FrameMeta
-from inspectd.runtime.verdict import Defect, Verdict
 
 # Generous: the machine is shared with a training run.
 TIMEOUT_S = 30.0

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
+from inspectd.domain.frames import FrameMeta
+from inspectd.domain.verdicts import Defect, Verdict
 from inspectd.errors import InspectdError
 from inspectd.runtime.annotate import OK_COLOUR, REJECT_COLOUR, Annotator, class_colour, draw_verdict
-from inspectd.runtime.frame import FrameMeta
-from inspectd.runtime.verdict import Defect, Verdict
 
 
 def _verdict(index: int, defects: list[Defect]) -> Verdict:

@@ -14,9 +14,9 @@ from inspectd.bus.config import BusConfig
 from inspectd.bus.messages import EventEncoder, camera_prefixes, topic_for
 from inspectd.bus.subscriber import GapTracker
 from inspectd.configtools import ConfigError, from_mapping
+from inspectd.domain.verdicts import Verdict
 from inspectd.errors import InspectdError
 from inspectd.line import LineConfig, gate_deadline_wall_ns, gate_window_wall_ns, strip_position_m
-from inspectd.runtime.verdict import Verdict
 
 
 def test_strip_position_from_frame_index_or_encoder():

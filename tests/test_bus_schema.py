@@ -12,8 +12,8 @@ from bus_helpers import Collector, assert_valid, bus_config, meta, synced, verdi
 from inspectd.bus.messages import KINDS, EventEncoder
 from inspectd.bus.publisher import EventPublisher
 from inspectd.bus.subscriber import EventSubscriber
+from inspectd.domain.frames import CoilMark
 from inspectd.line import LineConfig
-from inspectd.runtime.frame import CoilMark
 from inspectd.runtime.alarm_thread import AlarmThread
 from inspectd.runtime.periodic import PeriodicConfig, PeriodicDetector
 

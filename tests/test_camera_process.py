@@ -15,9 +15,9 @@ import genicam
 import pytest
 
 from inspectd.config import default_config
+from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
 from inspectd.runtime.camera_process import CameraProcess, acquisition_for, ring_for
-from inspectd.runtime.frame import FrameMeta
 from inspectd.runtime.notify import Notifier
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.ringbuffer import OverflowPolicy, RingConfig

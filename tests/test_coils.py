@@ -26,9 +26,9 @@ from inspectd.bus.publisher import EventPublisher
 from inspectd.config import default_config
 from inspectd.control.config import ControlConfig
 from inspectd.control.server import ControlServer
+from inspectd.domain.frames import CoilMark, FrameMeta
 from inspectd.line import LineConfig
 from inspectd.runtime.coils import CoilDesk, CoilTracker
-from inspectd.runtime.frame import CoilMark, FrameMeta
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.sources.video import VideoSource
 from stand_ins import ThresholdBackend, write_video

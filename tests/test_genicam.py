@@ -10,9 +10,9 @@ import genicam
 import numpy as np
 import pytest
 
+from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
 from inspectd.runtime.acquisition import AcquisitionThread
-from inspectd.runtime.frame import FrameMeta
 from inspectd.runtime.ringbuffer import OverflowPolicy, RingBuffer
 from inspectd.runtime.sources import GenICamConfig, SourceConfig, open_source
 from inspectd.runtime.sources.genicam import GenICamSource, frame_id_delta

@@ -283,7 +283,7 @@ def test_a_slow_detector_never_holds_up_the_verdicts():
     from inspectd.bus.publisher import EventPublisher
     from inspectd.line import LineConfig
     from inspectd.runtime.alarm_thread import AlarmThread
-    from inspectd.runtime.frame import CoilMark
+    from inspectd.domain.frames import CoilMark
 
     gate = threading.Event()
 

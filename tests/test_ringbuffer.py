@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from inspectd.configtools import ConfigError, from_mapping
+from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 from inspectd.runtime.ringbuffer import OverflowPolicy, RingBuffer, RingConfig
 
 SHAPE = (24, 32)

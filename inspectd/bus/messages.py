@@ -41,10 +41,10 @@ import time
 from importlib import resources
 from typing import Any
 
+from inspectd.domain.frames import CoilMark, FrameMeta
+from inspectd.domain.verdicts import Defect, Verdict
 from inspectd.errors import InspectdError
 from inspectd.line import LineConfig, gate_deadline_wall_ns, strip_position_m
-from inspectd.runtime.frame import CoilMark, FrameMeta
-from inspectd.runtime.verdict import Defect, Verdict
 
 # 2: coil_start, coil_end and alarm messages; coil fields on verdict, defect, uninspected.
 # 3: open_coil on heartbeats (a subscriber that joins mid-coil learns the coil's start).

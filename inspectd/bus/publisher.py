@@ -38,9 +38,9 @@ from inspectd.bus.address import Address, parse_address
 from inspectd.bus.config import BusConfig
 from inspectd.bus.curve import CurveServer
 from inspectd.bus.messages import EventEncoder, encode, reason_token, topic_for
+from inspectd.domain.frames import FrameMeta
+from inspectd.domain.verdicts import Verdict
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import FrameMeta
-from inspectd.runtime.verdict import Verdict
 
 log = structlog.get_logger("inspectd.bus")
 

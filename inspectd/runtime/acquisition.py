@@ -8,8 +8,9 @@ from typing import Any
 
 import structlog
 
+from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 from inspectd.runtime.ringbuffer import RingBuffer
 from inspectd.runtime.sources.base import CorruptFrames, FrameTimeout, Source
 

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import structlog
 
+from inspectd.domain.verdicts import Verdict
 from inspectd.errors import InspectdError
-from inspectd.runtime.verdict import Verdict
 
 log = structlog.get_logger("inspectd.annotate")
 

@@ -71,8 +71,9 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import structlog
 
+from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 from inspectd.runtime.ringbuffer import RingBuffer, RingConfig, check_ring_memory
 from inspectd.runtime.sources.base import AcquiredSource, PositionFn, Source
 from inspectd.runtime.sources.config import GenICamConfig

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inspectd.domain.frames import CoilMark, FrameMeta
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import CoilMark, Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 
 COIL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:#+/\-]{0,63}$")
 META_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,31}$")

@@ -1,17 +1,15 @@
-"""A frame as it travels from the source through the ring buffer to inference."""
+"""A frame as it travels from the source through the ring buffer to inference.
+
+Its metadata without the pixels (``FrameMeta``, ``CoilMark``) is plain data in
+``inspectd.domain.frames``: the bus encodes it without importing the runtime.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True, slots=True)
-class CoilMark:
-    """The coil a frame belongs to: its id and the strip position of its head (metres)."""
-
-    coil: str
-    head_m: float
+from inspectd.domain.frames import CoilMark, FrameMeta
 
 
 @dataclass(slots=True)
@@ -32,29 +30,13 @@ class Frame:
     strip_position_m: float | None = None    # strip position of the frame's first row
     coil: CoilMark | None = None             # set by the acquisition thread (runtime.coils)
 
-
-@dataclass(slots=True)
-class FrameMeta:
-    """Everything about a frame except its pixels: what outlives the ring-buffer slot."""
-
-    index: int
-    camera: str
-    capture_ns: int
-    capture_wall_ns: int
-    height: int
-    width: int
-    camera_frame_id: int | None = None
-    camera_timestamp_ns: int | None = None
-    strip_position_m: float | None = None
-    coil: CoilMark | None = None
-
-    @classmethod
-    def of(cls, frame: Frame) -> FrameMeta:
-        h, w = frame.image.shape[:2]
-        return cls(
-            index=frame.index, camera=frame.camera, capture_ns=frame.capture_ns,
-            capture_wall_ns=frame.capture_wall_ns, height=h, width=w,
-            camera_frame_id=frame.camera_frame_id,
-            camera_timestamp_ns=frame.camera_timestamp_ns,
-            strip_position_m=frame.strip_position_m, coil=frame.coil,
+    def meta(self) -> FrameMeta:
+        """Everything about this frame except its pixels: what outlives its ring-buffer slot."""
+        h, w = self.image.shape[:2]
+        return FrameMeta(
+            index=self.index, camera=self.camera, capture_ns=self.capture_ns,
+            capture_wall_ns=self.capture_wall_ns, height=h, width=w,
+            camera_frame_id=self.camera_frame_id,
+            camera_timestamp_ns=self.camera_timestamp_ns,
+            strip_position_m=self.strip_position_m, coil=self.coil,
         )

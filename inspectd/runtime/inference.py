@@ -29,12 +29,12 @@ import numpy as np
 
 from inspectd.backends.base import Backend
 from inspectd.backends.config import InferenceConfig as InferenceConfig  # the section's home is backends/config.py
+from inspectd.domain.verdicts import Verdict
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 from inspectd.runtime.merge import MergeConfig, check_rules_against_model, merge_frame
 from inspectd.runtime.tile_detections import decode_tiles
 from inspectd.runtime.tiling import SegStitcher, TileCutter, TileGrid, boxes_to_frame, fuse_cross_tile
-from inspectd.runtime.verdict import Verdict
 
 
 def check_tile_overlap(cfg: InferenceConfig, input_size: tuple[int, int]) -> tuple[int, int]:
@@ -228,7 +228,7 @@ class InferenceStage:
             labels, conf = st.stitcher.stitch(seg)
         defects, status = merge_frame((boxes, scores, classes), (labels, conf), self.merge,
                                       self.class_names, self.seg_class_names)
-        verdict = Verdict(FrameMeta.of(job.frame), status, defects, job.start_ns, time.monotonic_ns())
+        verdict = Verdict(job.frame.meta(), status, defects, job.start_ns, time.monotonic_ns())
         return verdict, labels
 
     def abandon(self) -> list[Frame]:

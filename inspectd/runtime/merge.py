@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from inspectd.configtools import ConfigError, doc, fail
+from inspectd.domain.verdicts import Defect, Status
 from inspectd.model.box_ops import box_area, pairwise_intersection
 from inspectd.model.config import CLASS_NAME
-from inspectd.runtime.verdict import Defect, Status
 
 Evidence = Literal["detection", "segmentation", "either", "both"]
 

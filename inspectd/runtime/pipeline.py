@@ -37,11 +37,12 @@ import structlog
 
 from inspectd.backends.base import Backend, backend_label
 from inspectd.config import DaemonConfig
+from inspectd.domain.frames import FrameMeta
+from inspectd.domain.verdicts import Verdict
 from inspectd.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, InspectdError
-from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 from inspectd.runtime.notify import Notifier
 from inspectd.runtime.sources.base import AcquiredSource
-from inspectd.runtime.verdict import Verdict
 
 if TYPE_CHECKING:
     from inspectd.bus.publisher import EventPublisher

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from inspectd.configtools import doc, fail
+from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
-from inspectd.runtime.frame import Frame, FrameMeta
+from inspectd.runtime.frame import Frame
 
 # Bookkeeping per slot besides the frame itself (free list entries, ints): about this much.
 _SLOT_OVERHEAD = 64
@@ -240,7 +241,7 @@ class RingBuffer:
                 # Closed, or the policy chose this frame.
                 self._captured += 1
                 self._dropped_overflow += 1
-                victims.append(FrameMeta.of(frame))
+                victims.append(frame.meta())
             else:
                 self._writing += 1
         self._report(victims)
@@ -281,7 +282,7 @@ class RingBuffer:
             self._free.append(slot)
             self._not_full.notify()
             self._not_empty.notify_all()
-        self._report([FrameMeta.of(frame)])
+        self._report([frame.meta()])
 
     def _take_slot(self, timeout: float | None, cancel: threading.Event | None,
                    victims: list[FrameMeta]) -> int | None:
@@ -295,7 +296,7 @@ class RingBuffer:
                 return None          # every slot is in the consumer's hands or being written
             slot, old = self._queue.popleft()
             self._dropped_overflow += 1
-            victims.append(FrameMeta.of(old))
+            victims.append(old.meta())
             return slot
         # block
         wait = self.block_timeout_s if timeout is None else timeout
@@ -347,7 +348,7 @@ class RingBuffer:
                 self._dropped_released += 1
             self._not_full.notify()
         if not inspected:
-            self._report([FrameMeta.of(frame)])
+            self._report([frame.meta()])
 
     # -- lifecycle -----------------------------------------------------------------
     def close(self, drop_queued: bool = False) -> None:
@@ -365,7 +366,7 @@ class RingBuffer:
                     slot, frame = self._queue.popleft()
                     self._free.append(slot)
                     self._dropped_discarded += 1
-                    victims.append(FrameMeta.of(frame))
+                    victims.append(frame.meta())
             self._not_empty.notify_all()
             self._not_full.notify_all()
         self._report(victims)

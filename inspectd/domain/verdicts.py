@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from inspectd.runtime.frame import FrameMeta
+from inspectd.domain.frames import FrameMeta
 
 Branch = Literal["detection", "segmentation", "both"]
 Status = Literal["ok", "reject"]
