@@ -10,7 +10,7 @@ from lively_model import lively_model
 
 pytest.importorskip("openvino")
 
-import inspectd.bench_peers as peers  # noqa: E402
+import inspectd.bench.peers as peers  # noqa: E402
 from inspectd.cli import main  # noqa: E402
 from inspectd.model.checkpoint import save_checkpoint  # noqa: E402
 

@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.peers:
         from inspectd.bench import resolve_model
-        from inspectd.bench_peers import markdown as peers_markdown
-        from inspectd.bench_peers import run_peers
+        from inspectd.bench.peers import markdown as peers_markdown
+        from inspectd.bench.peers import run_peers
 
         with tempfile.TemporaryDirectory(prefix="inspectd-bench-") as tmp:
             checkpoint, _ = resolve_model(BenchOptions(model=Path(args.model).expanduser() if args.model else None),

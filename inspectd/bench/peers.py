@@ -71,7 +71,7 @@ def export_peer(name: str, size: tuple[int, int], cache: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="inspectd-peer-") as tmp:
         env = dict(os.environ, YOLO_CONFIG_DIR=tmp, YOLO_OFFLINE="1", YOLO_VERBOSE="False")
-        proc = subprocess.run([sys.executable, "-m", "inspectd.bench_peers", "--export", name,
+        proc = subprocess.run([sys.executable, "-m", "inspectd.bench.peers", "--export", name,
                                str(size[0]), str(size[1]), str(out)],
                               cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0 or not out.is_file():
@@ -284,4 +284,4 @@ def markdown(r: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--export":
         sys.exit(_export_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]))
-    sys.exit("usage: python -m inspectd.bench_peers --export NAME H W OUT (bench --peers' export subprocess)")
+    sys.exit("usage: python -m inspectd.bench.peers --export NAME H W OUT (bench --peers' export subprocess)")
