@@ -32,9 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inspectd.bus.messages import EventEncoder, encode, topic_for  # noqa: E402
-from inspectd.line import LineConfig  # noqa: E402
 from inspectd.domain.frames import FrameMeta  # noqa: E402
 from inspectd.domain.verdicts import Defect, Verdict  # noqa: E402
+from inspectd.line import LineConfig  # noqa: E402
+from inspectd.runtime.placement import place  # noqa: E402
 from inspectd.store.database import connect  # noqa: E402
 
 CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
@@ -45,8 +46,8 @@ def make_verdict(i: int) -> Verdict:
     meta = FrameMeta(index=i, camera="cam0", capture_ns=now_mono, capture_wall_ns=now_wall, height=400, width=1024)
     defects = [Defect(cls=CLASSES[(i + k) % 6], score=0.6, box=(100.0 + 200 * k, 50.0, 160.0 + 200 * k, 120.0),
                       area_px=3000, branch="both", rejects=True) for k in range(i % 3)]
-    return Verdict(meta=meta, status="reject" if defects else "ok", defects=defects,
-                   inference_start_ns=now_mono, inference_end_ns=now_mono + 10_000_000)
+    return Verdict(meta=meta, status="reject" if defects else "ok", placement=place(LineConfig(), meta, defects),
+                   defects=defects, inference_start_ns=now_mono, inference_end_ns=now_mono + 10_000_000)
 
 
 def jpeg_bytes() -> bytes:

@@ -13,9 +13,11 @@ from inspectd.bus.config import BusConfig
 from inspectd.bus.messages import EventEncoder, load_schema
 from inspectd.bus.publisher import EventPublisher
 from inspectd.bus.subscriber import Event, EventSubscriber
-from inspectd.domain.frames import FrameMeta
+from inspectd.domain.frames import CoilMark, FrameMeta
+from inspectd.domain.placement import Placement
 from inspectd.domain.verdicts import Defect, Verdict
 from inspectd.line import LineConfig
+from inspectd.runtime.placement import place
 
 # Generous: the machine is shared with a training run.
 TIMEOUT_S = 30.0
@@ -24,11 +26,19 @@ CLASSES = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale
 
 
 def meta(index: int, camera: str = "cam0", h: int = 400, w: int = 600,
-         capture_wall_ns: int | None = None, camera_frame_id: int | None = None) -> FrameMeta:
+         capture_wall_ns: int | None = None, camera_frame_id: int | None = None,
+         coil: CoilMark | None = None) -> FrameMeta:
     mono = time.monotonic_ns()
     return FrameMeta(index=index, camera=camera, capture_ns=mono,
                      capture_wall_ns=time.time_ns() if capture_wall_ns is None else capture_wall_ns,
-                     height=h, width=w, camera_frame_id=camera_frame_id)
+                     height=h, width=w, camera_frame_id=camera_frame_id, coil=coil)
+
+
+def given_up(index: int, camera: str = "cam0", line: LineConfig | None = None,
+            **meta_kw: Any) -> tuple[FrameMeta, Placement]:
+    """A frame given up, placed on ``line`` as the pipeline does: ``publish_dropped(*given_up(i), reason)``."""
+    m = meta(index, camera, **meta_kw)
+    return m, place(line or LineConfig(), m)
 
 
 def defect(i: int = 0, rejects: bool = True) -> Defect:
@@ -38,11 +48,14 @@ def defect(i: int = 0, rejects: bool = True) -> Defect:
                   branch=("detection", "segmentation", "both")[i % 3], rejects=rejects)
 
 
-def verdict(index: int, n_defects: int = 0, camera: str = "cam0", **meta_kw: Any) -> Verdict:
+def verdict(index: int, n_defects: int = 0, camera: str = "cam0", line: LineConfig | None = None,
+            **meta_kw: Any) -> Verdict:
+    """A verdict placed on ``line`` (default: ``LineConfig()``), as the inference stage does."""
     m = meta(index, camera, **meta_kw)
     defects = [defect(i) for i in range(n_defects)]
-    return Verdict(meta=m, status="reject" if defects else "ok", defects=defects,
-                   inference_start_ns=m.capture_ns + 1_000_000, inference_end_ns=m.capture_ns + 9_000_000)
+    return Verdict(meta=m, status="reject" if defects else "ok", placement=place(line or LineConfig(), m, defects),
+                   defects=defects, inference_start_ns=m.capture_ns + 1_000_000,
+                   inference_end_ns=m.capture_ns + 9_000_000)
 
 
 def bus_config(**kw: Any) -> BusConfig:

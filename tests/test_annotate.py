@@ -8,12 +8,15 @@ import pytest
 from inspectd.domain.frames import FrameMeta
 from inspectd.domain.verdicts import Defect, Verdict
 from inspectd.errors import InspectdError
+from inspectd.line import LineConfig
 from inspectd.runtime.annotate import OK_COLOUR, REJECT_COLOUR, Annotator, class_colour, draw_verdict
+from inspectd.runtime.placement import place
 
 
 def _verdict(index: int, defects: list[Defect]) -> Verdict:
     meta = FrameMeta(index=index, camera="cam0", capture_ns=0, capture_wall_ns=0, height=240, width=320)
-    return Verdict(meta=meta, status="reject" if defects else "ok", defects=defects)
+    return Verdict(meta=meta, status="reject" if defects else "ok", placement=place(LineConfig(), meta, defects),
+                   defects=defects)
 
 
 def test_draw_marks_box_mask_and_banner():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bus_helpers import TIMEOUT_S, drain, meta, publisher, put, verdict
+from bus_helpers import TIMEOUT_S, drain, given_up, publisher, put, verdict
 
 SRC = Path(__file__).resolve().parents[1] / "examples" / "c_subscriber"
 
@@ -62,7 +62,7 @@ def test_c_subscriber_decodes_every_kind_and_reports_gaps(c_subscriber):
         while i < 30:
             drain(pub)                     # the queue is small (for the loss below): lose nothing here
             if i % 10 == 4:
-                pub.publish_dropped(meta(i, camera="cam.1"), "ring_overflow")
+                pub.publish_dropped(*given_up(i, camera="cam.1"), "ring_overflow")
             else:
                 pub.publish_verdict(verdict(i, n_defects=i % 3, camera="cam.1"), image)
             pub.publish_status({"frames": i})
@@ -152,7 +152,7 @@ def test_c_subscriber_with_topic_filters_follows_kind_seq(c_subscriber):
         for i in range(30):
             drain(pub)
             if i % 10 == 4:
-                pub.publish_dropped(meta(i), "overflow")
+                pub.publish_dropped(*given_up(i), "overflow")
             else:
                 pub.publish_verdict(verdict(i, n_defects=i % 3))     # defects: not subscribed
             pub.publish_status({"frames": i})                          # not subscribed

@@ -9,7 +9,7 @@ import threading
 import time
 import pytest
 
-from bus_helpers import TIMEOUT_S, assert_valid, meta, publisher, verdict
+from bus_helpers import TIMEOUT_S, assert_valid, given_up, publisher, verdict
 from inspectd.bus.subscriber import EventSubscriber
 from inspectd.cli import main
 
@@ -77,7 +77,7 @@ def feed(pub, stop: threading.Event, start: int = 0, every_s: float = 0.03) -> t
         while not stop.is_set():
             pub.publish_verdict(verdict(i, n_defects=i % 2))
             if i % 7 == 3:
-                pub.publish_dropped(meta(i + 100000), "ring_overflow")
+                pub.publish_dropped(*given_up(i + 100000), "ring_overflow")
             i += 1
             time.sleep(every_s)
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 
-from bus_helpers import TIMEOUT_S, assert_valid, meta, publisher, put, verdict
+from bus_helpers import TIMEOUT_S, assert_valid, given_up, publisher, put, verdict
 from inspectd.bus.messages import camera_prefixes
 from inspectd.bus.subscriber import Event, EventSubscriber, Gap
 from inspectd.line import LineConfig
@@ -156,18 +156,18 @@ def test_actuator_against_a_real_publisher_fires_on_rejects_uninspected_gaps_and
         # Closed from the start: until heard from, and then until the strip it could not know has passed.
         gate.wait(lambda ch: ch and ch[0][0] is True and ch[0][1] in ("publisher not heard yet", "publisher was silent"))
         gate.wait(lambda ch: ch[-1][0] is False)                  # heard, and the unknown strip has passed
-        put(pub, verdict(0))                       # the queue holds one item: hand over one at a time
-        put(pub, verdict(1, n_defects=2))
+        put(pub, verdict(0, line=line))            # the queue holds one item: hand over one at a time
+        put(pub, verdict(1, n_defects=2, line=line))
         for i in (2, 3, 4):
-            pub.publish_dropped(meta(i), "ring_overflow")
+            pub.publish_dropped(*given_up(i, line=line), "ring_overflow")
         wait_fired("reject frame 1")
         wait_fired("uninspected frames 2..4 (ring_overflow)")
         assert not fired("frame 0")
         # a real gap: the publisher thread stalls, two verdicts cannot be queued
-        put(pub, verdict(10))
+        put(pub, verdict(10, line=line))
         assert entered.wait(TIMEOUT_S)
-        assert pub.publish_verdict(verdict(11)) and not pub.publish_verdict(verdict(12, n_defects=1))
-        assert not pub.publish_verdict(verdict(13))
+        assert pub.publish_verdict(verdict(11, line=line)) and not pub.publish_verdict(verdict(12, n_defects=1, line=line))
+        assert not pub.publish_verdict(verdict(13, line=line))
         release.set()
         wait_fired("missed 2 messages")      # told by the next heartbeat, before any later verdict
         # the publisher goes away: the gate closes and stays closed

@@ -14,9 +14,12 @@ from inspectd.bus.config import BusConfig
 from inspectd.bus.messages import EventEncoder, camera_prefixes, topic_for
 from inspectd.bus.subscriber import GapTracker
 from inspectd.configtools import ConfigError, from_mapping
-from inspectd.domain.verdicts import Verdict
+from inspectd.domain.frames import CoilMark
+from inspectd.domain.placement import DefectPlacement, Placement, StretchPlacement
+from inspectd.domain.verdicts import Uninspected, Verdict
 from inspectd.errors import InspectdError
 from inspectd.line import LineConfig, gate_deadline_wall_ns, gate_window_wall_ns, strip_position_m
+from inspectd.runtime.placement import place
 
 
 def test_strip_position_from_frame_index_or_encoder():
@@ -42,7 +45,7 @@ def test_gate_deadline_is_when_the_strip_reaches_the_gate():
 def test_verdict_payload_fields():
     line = LineConfig(speed_m_per_s=10.0, gate_distance_m=5.0, mm_per_px=0.5)
     enc = EventEncoder("cam0", line, publisher_id="p1")
-    v = verdict(7, n_defects=2, capture_wall_ns=1_700_000_000_000_000_000, camera_frame_id=1007)
+    v = verdict(7, n_defects=2, line=line, capture_wall_ns=1_700_000_000_000_000_000, camera_frame_id=1007)
     msg = enc.verdict(v, publish_wall_ns=1_700_000_000_020_000_000)
     assert msg["schema"] == messages.SCHEMA_VERSION and msg["kind"] == "verdict"
     assert (msg["seq"], msg["kind_seq"], msg["publisher"], msg["camera"]) == (0, 0, "p1", "cam0")
@@ -63,12 +66,37 @@ def test_verdict_payload_fields():
     assert late["late"] is True and late["seq"] == 1 and late["kind_seq"] == 1
 
 
+def test_the_encoder_copies_the_placement_the_runtime_made():
+    """Positions and gate times come with the verdict or report: the encoder's own line plays no part
+    in them (it only rounds for the wire), so a placement no line would give is what goes out."""
+    enc = EventEncoder("cam0", LineConfig(speed_m_per_s=1.0, gate_distance_m=99.0, mm_per_px=7.0))
+    v = verdict(5, n_defects=1)
+    v.placement = Placement(
+        strip_position_m=12.3456789, frame_length_m=0.25, coil=CoilMark("C7", 10.0), coil_position_m=2.3456789,
+        gate_deadline_wall_ns=111, gate_until_wall_ns=222,
+        defects=(DefectPlacement((1.04, 2.06, 3.0, 4.0), 5.5, 333, 444),))
+    vm = enc.verdict(v, publish_wall_ns=112)
+    assert (vm["strip_position_m"], vm["frame_length_m"], vm["coil"], vm["coil_position_m"]) == (12.345679, 0.25, "C7", 2.345679)
+    assert (vm["gate_deadline_wall_ns"], vm["gate_until_wall_ns"], vm["late"]) == (111, 222, True)
+    assert (vm["defects"][0]["box_mm"], vm["defects"][0]["area_mm2"]) == ([1.0, 2.1, 3.0, 4.0], 5.5)
+    dm = enc.defect(v, 0, vm["seq"])
+    assert (dm["strip_position_m"], dm["coil"], dm["coil_position_m"]) == (12.345679, "C7", 2.345679)
+    assert (dm["gate_deadline_wall_ns"], dm["gate_until_wall_ns"], dm["box_mm"]) == (333, 444, [1.0, 2.1, 3.0, 4.0])
+    span = StretchPlacement(strip_start_m=1.0000004, strip_end_m=2.5, coil="C7", coil_start_m=0.5, coil_end_m=None,
+                            gate_deadline_wall_ns=555, gate_until_wall_ns=666)
+    um = enc.uninspected(Uninspected(meta(6), meta(8), 3, "overflow", span))
+    assert [um[k] for k in ("strip_start_m", "strip_end_m", "coil", "coil_start_m", "coil_end_m",
+                            "gate_deadline_wall_ns", "gate_until_wall_ns")] == [1.0, 2.5, "C7", 0.5, None, 555, 666]
+
+
 def test_defect_uninspected_heartbeat_status_payloads_validate():
     enc = EventEncoder("line1.cam-2", LineConfig())
     v = verdict(3, n_defects=3, camera="line1.cam-2")
     vm = enc.verdict(v)
     msgs = [vm] + [enc.defect(v, i, vm["seq"]) for i in range(3)]
-    msgs.append(enc.uninspected(meta(4), meta(9), 6, "Ring overflow"))
+    first, last = meta(4), meta(9)
+    span = StretchPlacement.spanning(place(LineConfig(), first), place(LineConfig(), last))
+    msgs.append(enc.uninspected(Uninspected(first, last, 6, "Ring overflow", span)))
     msgs.append(enc.heartbeat(0.5))
     msgs.append(enc.status({"fps": 24.5, "latency_ms": {"p50": 12.0, "p99": float("nan")}}, {"sent": 5}, 5.0))
     for m in msgs:
@@ -260,7 +288,7 @@ def test_every_config_field_is_documented():
 def test_empty_verdict_and_defect_free_verdict():
     enc = EventEncoder("cam0", LineConfig())
     m = meta(0)
-    msg = enc.verdict(Verdict(meta=m, status="ok"))
+    msg = enc.verdict(Verdict(meta=m, status="ok", placement=place(LineConfig(), m)))
     assert msg["defects"] == [] and msg["inference_start_wall_ns"] is None
     assert_valid(msg)
     assert defect(0).cls == "crazing"

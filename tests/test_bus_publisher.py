@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from bus_helpers import (TIMEOUT_S, Collector, assert_valid, meta, publisher, recv_until, synced,
-                         verdict)
+from bus_helpers import TIMEOUT_S, Collector, assert_valid, given_up, publisher, recv_until, synced, verdict
 from inspectd.bus.config import BusConfig
 from inspectd.bus.messages import EventEncoder
 from inspectd.bus.publisher import EventPublisher
@@ -26,7 +25,7 @@ def test_subscriber_that_keeps_up_receives_every_seq_in_order():
         n = 400
         for i in range(n):
             if i % 50 == 7:
-                pub.publish_dropped(meta(i), "ring_overflow")
+                pub.publish_dropped(*given_up(i), "ring_overflow")
             else:
                 assert pub.publish_verdict(verdict(i, n_defects=i % 3))
             if i % 100 == 99:
@@ -130,7 +129,7 @@ def test_stuck_publisher_thread_counts_what_it_could_not_queue_and_subscribers_s
         assert entered.wait(TIMEOUT_S)
         queued = [pub.publish_verdict(verdict(i, n_defects=1)) for i in range(1, 6)]
         refused = [pub.publish_verdict(verdict(i, n_defects=1)) for i in range(6, 13)]
-        dropped_while_stuck = [pub.publish_dropped(meta(i), "ring_overflow") for i in range(13, 16)]
+        dropped_while_stuck = [pub.publish_dropped(*given_up(i), "ring_overflow") for i in range(13, 16)]
         # 15 calls returned while the publisher thread was stuck: the pipeline never waited.
         assert queued == [True] * 5 and refused == [False] * 7 and dropped_while_stuck == [None] * 3
         assert pub.stats["queue_full"] == 7 * 2      # each verdict: itself and one defect message
@@ -232,7 +231,7 @@ def test_uninspected_stretches_cover_exactly_the_dropped_frames():
         col.wait(lambda evs: len(evs) > 0)
         for i in range(n):
             if i in dropped:
-                pub.publish_dropped(meta(i), dropped[i])
+                pub.publish_dropped(*given_up(i), dropped[i])
             else:
                 pub.publish_verdict(verdict(i))
             if 60 <= i < 140 and i % 20 == 0:
@@ -280,7 +279,7 @@ def test_stretches_of_a_drop_newest_ring_are_exact_although_reported_out_of_fram
     pub.publish_verdict(verdict(0))
     pub.publish_verdict(verdict(1))
     for i in (4, 5, 6):
-        pub.publish_dropped(meta(i), "ring_overflow")
+        pub.publish_dropped(*given_up(i), "ring_overflow")
     pub.publish_verdict(verdict(2))
     pub.publish_verdict(verdict(3))
     pub.publish_verdict(verdict(7))      # the stretch before frame 7 goes out ahead of it, long before 10 s
@@ -298,7 +297,7 @@ def test_tap_gets_every_message_with_the_same_seq_without_a_socket():
                          tap=lambda topic, msg: got.append((topic, msg))).start()
     assert pub.endpoint is None
     pub.publish_verdict(verdict(0, n_defects=2))
-    pub.publish_dropped(meta(1), "ring_overflow")
+    pub.publish_dropped(*given_up(1), "ring_overflow")
     pub.publish_status({"fps": 12.5})
     assert pub.close(TIMEOUT_S)
     kinds = [m["kind"] for _, m in got]
@@ -355,7 +354,7 @@ def test_close_sends_what_is_queued():
         col = Collector(sub)
         for i in range(k, k + 300):
             pub.publish_verdict(verdict(i))
-        pub.publish_dropped(meta(k + 300), "shutdown")        # pending stretch: flushed by close
+        pub.publish_dropped(*given_up(k + 300), "shutdown")        # pending stretch: flushed by close
         assert pub.close(TIMEOUT_S)
         col.wait(lambda evs: any(e.msg["kind"] == "uninspected" for e in evs)
                  and any(e.msg["kind"] == "verdict" and e.msg["frame"] == k + 299 for e in evs))

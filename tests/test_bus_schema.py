@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bus_helpers import Collector, assert_valid, bus_config, meta, synced, verdict
+from bus_helpers import Collector, assert_valid, bus_config, given_up, synced, verdict
 from inspectd.bus.messages import KINDS, EventEncoder
 from inspectd.bus.publisher import EventPublisher
 from inspectd.bus.subscriber import EventSubscriber
@@ -38,13 +38,11 @@ def test_every_kind_received_validates_and_crops_are_jpegs_of_the_defect():
         v = verdict(0, n_defects=3)
         assert pub.publish_verdict(v, image)
         image[:] = 0                              # the slot is reused at once: crops were cut already
-        pub.publish_dropped(meta(1), "ring_overflow")
+        pub.publish_dropped(*given_up(1), "ring_overflow")
         pub.publish_status({"frames": 2})
         pub.publish_event("coil_start", {"coil": "C1", "width_mm": None, "meta": {}, "start_wall_ns": 1})
         for i in (4, 6, 8):                       # the same crazing mark every 0.4 m: a periodic alarm
-            v = verdict(i, n_defects=1)
-            v.meta.coil = CoilMark("C1", 0.8)
-            pub.publish_verdict(v)
+            pub.publish_verdict(verdict(i, n_defects=1, coil=CoilMark("C1", 0.8)))
         pub.publish_event("coil_end", {"coil": "C1", "closed_by": "end", "width_mm": None, "meta": {},
                                        "start_wall_ns": 1, "end_wall_ns": 2, "frames": 5, "first_frame": 4,
                                        "last_frame": 8, "length_m": 1.0})

@@ -30,6 +30,7 @@ from inspectd.domain.frames import CoilMark, FrameMeta
 from inspectd.line import LineConfig
 from inspectd.runtime.coils import CoilDesk, CoilTracker
 from inspectd.runtime.pipeline import Pipeline
+from inspectd.runtime.placement import place
 from inspectd.runtime.sources.video import VideoSource
 from stand_ins import ThresholdBackend, write_video
 
@@ -300,8 +301,8 @@ def test_uninspected_stretches_do_not_cross_a_coil_head():
     a, b = CoilMark("A", 0.0), CoilMark("B", 0.6)
     try:
         for i, mark in enumerate([a, a, b, b, None]):
-            pub.publish_dropped(FrameMeta(i, "cam0", 0, 1, 400, 600, strip_position_m=0.2 * (i + 1), coil=mark),
-                                "ring_overflow")
+            m = FrameMeta(i, "cam0", 0, 1, 400, 600, strip_position_m=0.2 * (i + 1), coil=mark)
+            pub.publish_dropped(m, place(LineConfig(), m), "ring_overflow")
     finally:
         pub.close()
     got = [(m["first_frame"], m["last_frame"], m["coil"], m["coil_start_m"], m["coil_end_m"])

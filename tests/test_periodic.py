@@ -281,9 +281,9 @@ def test_a_slow_detector_never_holds_up_the_verdicts():
     from inspectd.bus.config import BusConfig
     from inspectd.bus.messages import EventEncoder
     from inspectd.bus.publisher import EventPublisher
+    from inspectd.domain.frames import CoilMark
     from inspectd.line import LineConfig
     from inspectd.runtime.alarm_thread import AlarmThread
-    from inspectd.domain.frames import CoilMark
 
     gate = threading.Event()
 
@@ -305,9 +305,7 @@ def test_a_slow_detector_never_holds_up_the_verdicts():
                          watcher=alarms).start()
     try:
         for i in (4, 6, 8):                        # the same crazing mark every 0.4 m
-            v = verdict(i, n_defects=1)
-            v.meta.coil = CoilMark("C1", 0.0)
-            pub.publish_verdict(v)
+            pub.publish_verdict(verdict(i, n_defects=1, coil=CoilMark("C1", 0.0)))
         with cond:                                 # every verdict is out while the detector is stuck
             assert cond.wait_for(lambda: sum(m["kind"] == "verdict" for m in sent) == 3, 60)
         assert not [m for m in sent if m["kind"] == "alarm"]

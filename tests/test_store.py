@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from bus_helpers import meta, publisher, verdict
+from bus_helpers import given_up, publisher, verdict
 from store_helpers import RawPublisher, StoreRunner, db_url, postgres_server, verdict_fields, wait_for  # noqa: F401
 from inspectd.errors import InspectdError
 from inspectd.store.database import connect
@@ -36,7 +36,7 @@ def test_every_kind_is_stored_with_crops_from_the_real_publisher(db_url):
         for i in range(30):
             assert pub.publish_verdict(verdict(i, n_defects=i % 3), image)
             if i % 10 == 4:
-                pub.publish_dropped(meta(i + 1000), "ring_overflow")
+                pub.publish_dropped(*given_up(i + 1000), "ring_overflow")
             time.sleep(0.002)
         wait_for(lambda: store.count("verdicts") == 30 and store.count("crops") == 30, what="30 verdicts and crops")
         wait_for(lambda: store.count("uninspected") == 3, what="3 uninspected stretches")

@@ -42,9 +42,10 @@ from importlib import resources
 from typing import Any
 
 from inspectd.domain.frames import CoilMark, FrameMeta
-from inspectd.domain.verdicts import Defect, Verdict
+from inspectd.domain.placement import DefectPlacement
+from inspectd.domain.verdicts import Defect, Uninspected, Verdict
 from inspectd.errors import InspectdError
-from inspectd.line import LineConfig, gate_deadline_wall_ns, strip_position_m
+from inspectd.line import LineConfig
 
 # 2: coil_start, coil_end and alarm messages; coil fields on verdict, defect, uninspected.
 # 3: open_coil on heartbeats (a subscriber that joins mid-coil learns the coil's start).
@@ -253,45 +254,38 @@ class EventEncoder:
             if coil is not None and o is not None and o["coil"] == coil.coil and o["head_strip_position_m"] is None:
                 o["head_strip_position_m"] = _f(coil.head_m, 6)
 
-    # -- geometry ----------------------------------------------------------------
-    def position_m(self, meta: FrameMeta) -> float:
-        if meta.strip_position_m is not None:
-            return float(meta.strip_position_m)
-        return strip_position_m(self.line, meta.index, meta.height)
-
-    def _wall(self, meta: FrameMeta, mono_ns: int) -> int | None:
+    # -- times -------------------------------------------------------------------
+    @staticmethod
+    def _wall(meta: FrameMeta, mono_ns: int) -> int | None:
         """A monotonic time of this frame's life as wall time (via the capture instant)."""
         if not mono_ns:
             return None
         return meta.capture_wall_ns + (mono_ns - meta.capture_ns)
 
     @staticmethod
-    def coil_position(meta: FrameMeta, position_m: float) -> float | None:
-        """Position within its coil (metres from the coil's head), or None outside a coil."""
-        return None if meta.coil is None else _f(position_m - meta.coil.head_m, 6)
+    def _m(value: float | None) -> float | None:
+        return None if value is None else _f(value, 6)
 
-    def defect_fields(self, d: Defect, meta: FrameMeta, position_m: float) -> dict[str, Any]:
-        mm = self.line.mm_per_px
+    @staticmethod
+    def defect_fields(d: Defect, at: DefectPlacement) -> dict[str, Any]:
         x1, y1, x2, y2 = (float(v) for v in d.box)
-        origin_mm = position_m * 1000.0
         return {
             "class": d.cls,
             "score": _f(d.score, 4),
             "box": [_f(x1, 1), _f(y1, 1), _f(x2, 1), _f(y2, 1)],
-            "box_mm": [_f(x1 * mm, 1), _f(origin_mm + y1 * mm, 1), _f(x2 * mm, 1), _f(origin_mm + y2 * mm, 1)],
+            "box_mm": [_f(v, 1) for v in at.box_mm],
             "area_px": int(d.area_px),
-            "area_mm2": _f(int(d.area_px) * mm * mm, 2),
+            "area_mm2": _f(at.area_mm2, 2),
             "branch": d.branch,
             "rejects": bool(d.rejects),
         }
 
     # -- messages ----------------------------------------------------------------
+    # Positions and gate times come placed with the verdict or report (runtime.placement);
+    # here they are only copied and rounded for the wire.
     def verdict(self, v: Verdict, publish_wall_ns: int | None = None) -> dict[str, Any]:
-        meta = v.meta
+        meta, at = v.meta, v.placement
         msg = self._envelope("verdict", publish_wall_ns)
-        pos = self.position_m(meta)
-        length = self.line.frame_length(meta.height)
-        deadline = gate_deadline_wall_ns(self.line, meta.capture_wall_ns)
         msg.update({
             "frame": int(meta.index),
             "camera_frame_id": meta.camera_frame_id,
@@ -301,15 +295,15 @@ class EventEncoder:
             "capture_wall_ns": int(meta.capture_wall_ns),
             "inference_start_wall_ns": self._wall(meta, v.inference_start_ns),
             "inference_end_wall_ns": self._wall(meta, v.inference_end_ns),
-            "strip_position_m": _f(pos, 6),
-            "frame_length_m": _f(length, 6),
-            "coil": meta.coil.coil if meta.coil else None,
-            "coil_position_m": self.coil_position(meta, pos),
-            "gate_deadline_wall_ns": deadline,
-            "gate_until_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos, pos + length),
-            "late": msg["publish_wall_ns"] > deadline,
+            "strip_position_m": _f(at.strip_position_m, 6),
+            "frame_length_m": _f(at.frame_length_m, 6),
+            "coil": at.coil.coil if at.coil else None,
+            "coil_position_m": self._m(at.coil_position_m),
+            "gate_deadline_wall_ns": at.gate_deadline_wall_ns,
+            "gate_until_wall_ns": at.gate_until_wall_ns,
+            "late": msg["publish_wall_ns"] > at.gate_deadline_wall_ns,
             "status": v.status,
-            "defects": [self.defect_fields(d, meta, pos) for d in v.defects],
+            "defects": [self.defect_fields(d, da) for d, da in zip(v.defects, at.defects, strict=True)],
         })
         self._note_frame(meta.index, meta.coil)
         return msg
@@ -317,56 +311,48 @@ class EventEncoder:
     def defect(self, v: Verdict, index: int, verdict_seq: int, publish_wall_ns: int | None = None,
                crop: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own."""
-        meta = v.meta
-        d = v.defects[index]
+        meta, at = v.meta, v.placement
+        d, da = v.defects[index], at.defects[index]
         msg = self._envelope("defect", publish_wall_ns)
-        pos = self.position_m(meta)
-        mm = self.line.mm_per_px
-        y1, y2 = float(d.box[1]), float(d.box[3])
         msg.update({
             "frame": int(meta.index),
             "camera_frame_id": meta.camera_frame_id,
             "capture_wall_ns": int(meta.capture_wall_ns),
-            "strip_position_m": _f(pos, 6),
-            "coil": meta.coil.coil if meta.coil else None,
-            "coil_position_m": self.coil_position(meta, pos),
+            "strip_position_m": _f(at.strip_position_m, 6),
+            "coil": at.coil.coil if at.coil else None,
+            "coil_position_m": self._m(at.coil_position_m),
             "verdict_seq": int(verdict_seq),
             "verdict_status": v.status,
             "index": int(index),
             "count": len(v.defects),
-            **self.defect_fields(d, meta, pos),
+            **self.defect_fields(d, da),
             # The defect's own rows: a gate that can act on part of a frame needs only these.
-            "gate_deadline_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos,
-                                                           pos + max(0.0, y1) * mm / 1000.0),
-            "gate_until_wall_ns": gate_deadline_wall_ns(self.line, meta.capture_wall_ns, pos,
-                                                        pos + max(0.0, y2) * mm / 1000.0),
+            "gate_deadline_wall_ns": da.gate_deadline_wall_ns,
+            "gate_until_wall_ns": da.gate_until_wall_ns,
             "crop": crop,
         })
         return msg
 
-    def uninspected(self, first: FrameMeta, last: FrameMeta, count: int, reason: str,
-                    publish_wall_ns: int | None = None) -> dict[str, Any]:
-        """Frames ``first.index .. last.index`` (``count`` of them) were not inspected."""
+    def uninspected(self, u: Uninspected, publish_wall_ns: int | None = None) -> dict[str, Any]:
+        """Frames ``u.first.index .. u.last.index`` (``u.count`` of them) were not inspected."""
+        first, last, at = u.first, u.last, u.placement
         msg = self._envelope("uninspected", publish_wall_ns)
-        start = self.position_m(first)
-        last_pos = self.position_m(last)
-        end = last_pos + self.line.frame_length(last.height)
         msg.update({
-            "reason": reason_token(reason),
+            "reason": reason_token(u.reason),
             "first_frame": int(first.index),
             "last_frame": int(last.index),
-            "count": int(count),
+            "count": int(u.count),
             "first_camera_frame_id": first.camera_frame_id,
             "last_camera_frame_id": last.camera_frame_id,
             "first_capture_wall_ns": int(first.capture_wall_ns),
             "last_capture_wall_ns": int(last.capture_wall_ns),
-            "strip_start_m": _f(start, 6),
-            "strip_end_m": _f(end, 6),
-            "coil": first.coil.coil if first.coil else None,
-            "coil_start_m": self.coil_position(first, start),
-            "coil_end_m": None if first.coil is None else _f(end - first.coil.head_m, 6),
-            "gate_deadline_wall_ns": gate_deadline_wall_ns(self.line, first.capture_wall_ns),
-            "gate_until_wall_ns": gate_deadline_wall_ns(self.line, last.capture_wall_ns, last_pos, end),
+            "strip_start_m": _f(at.strip_start_m, 6),
+            "strip_end_m": _f(at.strip_end_m, 6),
+            "coil": at.coil,
+            "coil_start_m": self._m(at.coil_start_m),
+            "coil_end_m": self._m(at.coil_end_m),
+            "gate_deadline_wall_ns": at.gate_deadline_wall_ns,
+            "gate_until_wall_ns": at.gate_until_wall_ns,
         })
         self._note_frame(last.index, first.coil)
         return msg

@@ -39,7 +39,8 @@ from inspectd.bus.config import BusConfig
 from inspectd.bus.curve import CurveServer
 from inspectd.bus.messages import EventEncoder, encode, reason_token, topic_for
 from inspectd.domain.frames import FrameMeta
-from inspectd.domain.verdicts import Verdict
+from inspectd.domain.placement import Placement, StretchPlacement
+from inspectd.domain.verdicts import Uninspected, Verdict
 from inspectd.errors import InspectdError
 
 log = structlog.get_logger("inspectd.bus")
@@ -66,9 +67,15 @@ class _Item:
 class _Stretch:
     first: FrameMeta
     last: FrameMeta
+    first_at: Placement                        # placed by the runtime, as each frame was given up
+    last_at: Placement
     count: int
     reason: str
     due_ns: int                                # monotonic: send it by then
+
+    def report(self) -> Uninspected:
+        return Uninspected(self.first, self.last, self.count, self.reason,
+                           StretchPlacement.spanning(self.first_at, self.last_at))
 
 
 @dataclass
@@ -158,8 +165,9 @@ class EventPublisher:
             self._cond.notify()
         return done.wait(timeout_s)
 
-    def publish_dropped(self, meta: FrameMeta, reason: str) -> None:
-        """Report one frame that will not be inspected (ring overflow, camera loss, ...).
+    def publish_dropped(self, meta: FrameMeta, placement: Placement, reason: str) -> None:
+        """Report one frame that will not be inspected (ring overflow, camera loss, ...), with
+        its placement on the strip (``runtime.placement.place``).
 
         Consecutive frames (index + 1) with the same reason become one ``uninspected``
         message, sent at most ``bus.uninspected_max_delay_s`` after the first of them.
@@ -173,12 +181,13 @@ class EventPublisher:
             p = self._pending
             if p is not None and p.reason == token and meta.index == p.last.index + 1 \
                     and meta.coil == p.last.coil:     # a stretch belongs to one coil
-                p.last = meta
+                p.last, p.last_at = meta, placement
                 p.count += 1
                 return
             if p is not None:
                 self._push_stretch(p)
-            self._pending = _Stretch(meta, meta, 1, token, now + round(self.cfg.uninspected_max_delay_s * 1e9))
+            self._pending = _Stretch(meta, meta, placement, placement, 1, token,
+                                     now + round(self.cfg.uninspected_max_delay_s * 1e9))
             self._cond.notify()
 
     def _push_stretch(self, s: _Stretch) -> None:
@@ -188,9 +197,9 @@ class EventPublisher:
         if len(self._stretches) >= self.cfg.queue_size:
             last = self._stretches[-1]
             if s.first.index < last.first.index:
-                last.first = s.first
+                last.first, last.first_at = s.first, s.first_at
             if s.last.index > last.last.index:
-                last.last = s.last
+                last.last, last.last_at = s.last, s.last_at
             last.count += s.count
             if last.reason != s.reason:
                 last.reason = "mixed"
@@ -427,7 +436,7 @@ class EventPublisher:
                     self.encoder.skip(work.lost_after)
 
     def _emit_stretch(self, s: _Stretch) -> None:
-        self._send(self.encoder.uninspected(s.first, s.last, s.count, s.reason))
+        self._send(self.encoder.uninspected(s.report()))
         self._counts.uninspected_frames += s.count
 
     def _bus_counts(self) -> dict[str, int]:

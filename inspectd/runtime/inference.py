@@ -2,7 +2,8 @@
 
 frame -> tiles (one reused uint8 batch) -> backend.infer (one call per frame) -> per-tile
 decoding and NMS -> frame coordinates -> fusion of boxes cut by tile edges -> stitched
-segmentation map -> merge by the class rules -> ``Verdict``.
+segmentation map -> merge by the class rules -> placed on the strip (``runtime.placement``:
+positions and reject-gate deadlines, with the line's geometry) -> ``Verdict``.
 
 Two halves, so that the model never waits for the post-processing: ``begin(frame)`` cuts
 the tiles and hands them to the model thread; ``finish(job)`` waits for the model's outputs
@@ -31,8 +32,10 @@ from inspectd.backends.base import Backend
 from inspectd.backends.config import InferenceConfig as InferenceConfig  # the section's home is backends/config.py
 from inspectd.domain.verdicts import Verdict
 from inspectd.errors import InspectdError
+from inspectd.line import LineConfig
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.merge import MergeConfig, check_rules_against_model, merge_frame
+from inspectd.runtime.placement import place
 from inspectd.runtime.tile_detections import decode_tiles
 from inspectd.runtime.tiling import SegStitcher, TileCutter, TileGrid, boxes_to_frame, fuse_cross_tile
 
@@ -132,12 +135,16 @@ class InferenceStage:
     ``backend.seg_class_names``, 0 = background), a copy the caller owns, for annotation.
     ``begin(frame)`` / ``finish(job)`` are the two halves, for a caller that keeps up to
     ``cfg.in_flight`` frames with the model; jobs must be finished in the order begun.
+    ``line`` places each verdict on the strip (the service passes its own; the default line
+    serves callers that only time or test the stage).
     """
 
-    def __init__(self, backend: Backend, cfg: InferenceConfig, merge: MergeConfig):
+    def __init__(self, backend: Backend, cfg: InferenceConfig, merge: MergeConfig,
+                 line: LineConfig | None = None):
         self.backend = backend
         self.cfg = cfg
         self.merge = merge
+        self.line = line if line is not None else LineConfig()
         th, tw = check_tile_overlap(cfg, backend.input_size)
         self.tile_size = (th, tw)
         self.class_names = list(backend.class_names)
@@ -228,7 +235,9 @@ class InferenceStage:
             labels, conf = st.stitcher.stitch(seg)
         defects, status = merge_frame((boxes, scores, classes), (labels, conf), self.merge,
                                       self.class_names, self.seg_class_names)
-        verdict = Verdict(job.frame.meta(), status, defects, job.start_ns, time.monotonic_ns())
+        end_ns = time.monotonic_ns()
+        meta = job.frame.meta()
+        verdict = Verdict(meta, status, place(self.line, meta, defects), defects, job.start_ns, end_ns)
         return verdict, labels
 
     def abandon(self) -> list[Frame]:

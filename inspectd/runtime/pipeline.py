@@ -42,6 +42,7 @@ from inspectd.domain.verdicts import Verdict
 from inspectd.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, InspectdError
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.notify import Notifier
+from inspectd.runtime.placement import place
 from inspectd.runtime.sources.base import AcquiredSource
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ class Pipeline:
             check_classes(cfg.alarms.periodic, list(self.backend.class_names))
             check_model_classes(list(self.backend.class_names), list(self.backend.seg_class_names),
                                 str(cfg.inference.model or "(the shipped model)"))
-            self._stage = InferenceStage(self.backend, cfg.inference, cfg.merge)
+            self._stage = InferenceStage(self.backend, cfg.inference, cfg.merge, cfg.line)
             if self_test:
                 # A model that loads can still be broken (NaN, zeroed weights, a runtime that
                 # miscomputes): one known frame through the stage before the first real one.
@@ -329,7 +330,8 @@ class Pipeline:
         with self._lock:
             self.tally.uninspected += 1
             self.tally.uninspected_by_reason[reason] += 1
-        self.publisher.publish_dropped(meta, reason)
+        # Placed here, as a verdict is in the stage: the gate window goes with the report.
+        self.publisher.publish_dropped(meta, place(self.cfg.line, meta), reason)
 
     # -- inference thread ------------------------------------------------------------
     def _inference_loop(self) -> None:

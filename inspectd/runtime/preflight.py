@@ -171,7 +171,7 @@ def _self_test(cfg: DaemonConfig, backend: Backend, source: Source | None, shape
     real = shape
     if shape is None:
         shape = tile if cfg.source.channels == 1 else (*tile, 3)
-    stage = InferenceStage(backend, cfg.inference, cfg.merge)
+    stage = InferenceStage(backend, cfg.inference, cfg.merge, cfg.line)
     capacity = None
     try:
         found = run_self_test(stage, tuple(shape), f"model {cfg.inference.model or '(the shipped model)'} on "
