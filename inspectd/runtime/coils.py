@@ -6,8 +6,8 @@ thread calls ``stamp`` on every frame as it is read, so a coil begins with the f
 read after its start was received (its head: coil position 0 there) and ends with the last
 frame read before its end. Frames already read when a coil changes keep the coil they were
 read in, however late their verdicts come. The two threads meet only here, under one lock;
-each frame carries its ``CoilMark`` from then on (immutable), so the publisher thread needs
-no lock to compute ``coil`` and ``coil_position_m``.
+each frame carries its ``CoilMark`` from then on (immutable), so ``runtime.placement.place``
+needs no lock to compute ``coil`` and ``coil_position_m`` when the verdict is made.
 
 A start while a coil is open first ends that coil (``closed_by: next_start``); the service
 ends the open coil when it stops (``closed_by: stop``). A restarted daemon has no coil open
