@@ -38,10 +38,10 @@ from inspectd.bus.address import Address, parse_address
 from inspectd.bus.config import BusConfig
 from inspectd.bus.curve import CurveServer
 from inspectd.bus.messages import EventEncoder, encode, reason_token, topic_for
+from inspectd.bus.sockets import load_curve_server, open_server_socket
 from inspectd.domain.frames import FrameMeta
 from inspectd.domain.placement import Placement, StretchPlacement
 from inspectd.domain.verdicts import Uninspected, Verdict
-from inspectd.errors import InspectdError
 
 log = structlog.get_logger("inspectd.bus")
 
@@ -261,12 +261,10 @@ class EventPublisher:
         if self._thread is not None:
             raise RuntimeError("publisher already started")
         curve = None
-        if self.cfg.curve.enabled and self._address is not None:
-            curve = CurveServer.load(self.cfg.curve.server_secret_key, self.cfg.curve.allowed_clients_dir,
-                                     "bus.curve")
-            if not curve.allowed:
-                log.warning("bus_curve_no_clients", folder=str(curve.allowed_dir),
-                            note="no subscriber can connect until a client key is added and the daemon restarted")
+        if self._address is not None:
+            curve = load_curve_server(
+                self.cfg.curve, "bus.curve", "bus_curve_no_clients",
+                "no subscriber can connect until a client key is added and the daemon restarted")
         self._thread = threading.Thread(target=self._main, args=(curve,),
                                         name=f"publisher-{self.encoder.camera}", daemon=True)
         self._thread.start()
@@ -322,25 +320,18 @@ class EventPublisher:
 
     # -- the publisher thread -------------------------------------------------------------
     def _main(self, curve: CurveServer | None) -> None:
-        ctx = sock = auth = None
+        server = None
         try:
             if self._address is not None:
-                ctx = zmq.Context()
-                if curve is not None:
-                    auth = curve.start_authenticator(ctx)
-                sock = ctx.socket(zmq.PUB)
-                sock.setsockopt(zmq.SNDHWM, self.cfg.send_hwm)
-                sock.setsockopt(zmq.LINGER, 0)
-                if curve is not None:
-                    curve.apply(sock)
-                self._endpoint = self._address.attach(sock, "bus.publish")
+                server = open_server_socket(self._address, zmq.PUB,
+                                            {zmq.SNDHWM: self.cfg.send_hwm, zmq.LINGER: 0},
+                                            curve, "bus.publish")
+                self._endpoint = server.endpoint
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
-            self._start_error = exc if isinstance(exc, InspectdError) else InspectdError(
-                f"bus.publish {self.cfg.publish!r}: cannot open the socket: {exc}")
-            self._teardown(ctx, sock, auth)
+            self._start_error = exc
             self._ready.set()
             return
-        self._sock = sock
+        self._sock = server.sock if server is not None else None
         self._ready.set()
         try:
             self._loop()
@@ -348,22 +339,14 @@ class EventPublisher:
             self._error = exc
             raise
         finally:
-            self._teardown(ctx, sock, auth)
+            if server is not None:
+                # Give what libzmq still holds the rest of the close() time to reach subscribers.
+                server.close(linger_ms=max(0, (self._close_deadline_ns - time.monotonic_ns()) // 1_000_000))
 
     @property
     def error(self) -> BaseException | None:
         """Why the publisher thread stopped, if it died: nothing is sent any more."""
         return self._error
-
-    def _teardown(self, ctx: zmq.Context | None, sock: zmq.Socket | None, auth: Any) -> None:
-        if sock is not None:
-            # Give what libzmq still holds the rest of the close() time to reach subscribers.
-            remaining_ms = max(0, (self._close_deadline_ns - time.monotonic_ns()) // 1_000_000)
-            sock.close(linger=int(remaining_ms))
-        if auth is not None:
-            auth.stop()
-        if ctx is not None:
-            ctx.term()
 
     def _loop(self) -> None:
         hb_every = round(self.cfg.heartbeat_interval_s * 1e9)

@@ -17,6 +17,7 @@ import zmq
 
 from inspectd.bus.address import parse_address
 from inspectd.bus.curve import CurveServer
+from inspectd.bus.sockets import load_curve_server, open_server_socket
 from inspectd.control.config import ControlConfig
 from inspectd.errors import InspectdError
 
@@ -52,13 +53,9 @@ class ControlServer:
         self.errors = 0
 
     def start(self) -> ControlServer:
-        curve = None
-        if self.cfg.curve.enabled:
-            curve = CurveServer.load(self.cfg.curve.server_secret_key, self.cfg.curve.allowed_clients_dir,
-                                     "control.curve")
-            if not curve.allowed:
-                log.warning("control_curve_no_clients", folder=str(curve.allowed_dir),
-                            note="nobody can start or end coils until a client key is added and the daemon restarted")
+        curve = load_curve_server(
+            self.cfg.curve, "control.curve", "control_curve_no_clients",
+            "nobody can start or end coils until a client key is added and the daemon restarted")
         self._thread = threading.Thread(target=self._main, args=(curve,), name=self._name, daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -73,23 +70,16 @@ class ControlServer:
             self._thread.join(timeout_s)
 
     def _main(self, curve: CurveServer | None) -> None:
-        ctx = zmq.Context()
-        auth = sock = None
         try:
-            if curve is not None:
-                auth = curve.start_authenticator(ctx)
-            sock = ctx.socket(zmq.REP)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-            if curve is not None:
-                curve.apply(sock)
-            self.endpoint = self._address.attach(sock, "control.address")
+            server = open_server_socket(self._address, zmq.REP,
+                                        {zmq.LINGER: 0, zmq.MAXMSGSIZE: MAX_REQUEST_BYTES},
+                                        curve, "control.address")
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
-            self._start_error = exc if isinstance(exc, InspectdError) else InspectdError(
-                f"control.address {self.cfg.address!r}: cannot open the socket: {exc}")
-            self._teardown(ctx, sock, auth)
+            self._start_error = exc
             self._ready.set()
             return
+        sock = server.sock
+        self.endpoint = server.endpoint
         self._ready.set()
         log.info("control_listening", address=self.endpoint, curve=curve is not None)
         try:
@@ -103,7 +93,7 @@ class ControlServer:
             log.error("control_socket_failed", error=exc.strerror,
                       note="coil starts and ends are no longer taken; the inspection goes on")
         finally:
-            self._teardown(ctx, sock, auth)
+            server.close()
 
     def _answer(self, parts: list[bytes]) -> dict[str, Any]:
         self.requests += 1
@@ -124,11 +114,3 @@ class ControlServer:
             self.errors += 1
             log.error("control_request_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
-
-    @staticmethod
-    def _teardown(ctx: zmq.Context, sock: zmq.Socket | None, auth: Any) -> None:
-        if sock is not None:
-            sock.close(linger=0)
-        if auth is not None:
-            auth.stop()
-        ctx.term()
