@@ -10,6 +10,7 @@ import structlog
 
 from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
+from inspectd.runtime.acquisition_counters import AcquisitionCounters
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.ringbuffer import RingBuffer
 from inspectd.runtime.sources.base import CorruptFrames, FrameTimeout, Source
@@ -48,14 +49,11 @@ class AcquisitionThread(threading.Thread):
         self.on_lost = on_lost
         self.on_frame = on_frame
         self.on_corrupt = on_corrupt
-        self._corrupt = 0
         self._corrupt_logged = -1e9
         self._corrupt_events = 0
         self.error: InspectdError | None = None
         self.started_event = threading.Event()   # set once source.start() returned
-        self._lock = threading.Lock()
-        self._read = self._put = self._lost = self._timeouts = 0
-        self._last_frame_ns: int | None = None
+        self._counts = AcquisitionCounters()
         self._ended = False   # the stream ended by itself (not stop, not error)
         if realtime and not source.live and not source.nominal_fps:
             raise InspectdError(
@@ -92,8 +90,7 @@ class AcquisitionThread(threading.Thread):
             try:
                 frame = src.read()
             except FrameTimeout:
-                with self._lock:
-                    self._timeouts += 1
+                self._counts.timeout()
                 continue
             except CorruptFrames as bad:
                 # Strip the source could not deliver whole: uninspected, never inspected as whole.
@@ -123,17 +120,12 @@ class AcquisitionThread(threading.Thread):
             if self.on_frame is not None:
                 self.on_frame(frame)
             kept = ring.put(frame, cancel=stop)
-            with self._lock:
-                self._read += 1
-                self._put += kept
-                self._last_frame_ns = frame.capture_ns
+            self._counts.frame(frame.capture_ns, kept)
 
     def _report_corrupt(self, bad: CorruptFrames) -> tuple[int, int, int, None]:
         """Report each frame of ``bad`` (``on_corrupt``); returns the last one's index and times
         (what the next frame's gap check compares with)."""
-        with self._lock:
-            self._corrupt += bad.count
-            total = self._corrupt
+        total = self._counts.corrupt(bad.count)
         now = time.monotonic()
         self._corrupt_events += 1
         if self._corrupt_events <= 10 or now - self._corrupt_logged >= 1.0:   # a wrecked file: a line a second
@@ -153,8 +145,7 @@ class AcquisitionThread(threading.Thread):
     def _report_lost(self, frame: Frame, prev_index: int, prev_ns: int, prev_wall: int,
                      prev_fid: int | None) -> None:
         missing = frame.index - prev_index - 1
-        with self._lock:
-            self._lost += missing
+        self._counts.lost(missing)
         if self.on_lost is None:
             return
         h, w = frame.image.shape[:2]
@@ -178,12 +169,7 @@ class AcquisitionThread(threading.Thread):
 
     def stats(self) -> dict[str, Any]:
         """Counters for status events; the ring's counters are separate (``ring.counters()``)."""
-        with self._lock:
-            out: dict[str, Any] = {
-                "frames_read": self._read, "frames_put": self._put, "frames_lost": self._lost,
-                "frames_corrupt": self._corrupt,
-                "timeouts": self._timeouts, "last_frame_ns": self._last_frame_ns,
-            }
+        out = self._counts.snapshot().status()
         try:
             out["source"] = self.source.stats()
         except Exception:   # noqa: BLE001 - stats must never break a status report

@@ -73,6 +73,7 @@ import structlog
 
 from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
+from inspectd.runtime.acquisition_counters import AcquisitionCounters
 from inspectd.runtime.frame import Frame
 from inspectd.runtime.ringbuffer import RingBuffer, RingConfig, check_ring_memory
 from inspectd.runtime.sources.base import AcquiredSource, PositionFn, Source
@@ -494,10 +495,9 @@ class CameraAcquisition(threading.Thread):
         else:
             self.silent_after_ns = None       # triggered: silent whenever the line stands
         self.period_ns = max(1, int(frame_period_s * 1e9))
-        self._lock = threading.Lock()
-        self._read = self._put = self._lost = self._timeouts = self._corrupt = 0
+        self._counts = AcquisitionCounters()
+        self._lock = threading.Lock()          # the silence and reconnection state below (taken before _counts')
         self._silent_frames = self._reconnects = self._failures = 0
-        self._last_frame_ns: int | None = None
         self._last_seen_ns = 0                # last frame, or (re)start of acquisition
         self._covered_ns = 0                  # capture time of the last frame or silent frame
         self._last_index = -1                 # the last index handed out (frame, lost or silent)
@@ -564,8 +564,7 @@ class CameraAcquisition(threading.Thread):
         if kind == "frame":
             self._frame(child, *msg[1:])
         elif kind == "timeout":
-            with self._lock:
-                self._timeouts += 1
+            self._counts.timeout()
         elif kind == "failed":
             # One structured line (harvesters' own traceback is kept off stderr, see genicam.py).
             log.error("camera_failed", error=msg[1], device=self.source.device)
@@ -607,10 +606,8 @@ class CameraAcquisition(threading.Thread):
         except OSError:
             self._down(child, "the acquisition process ended (it took no buffer back)")
         now = time.monotonic_ns()
-        with self._lock:
-            self._read += 1
-            self._put += back != buffer
-            self._last_frame_ns = capture_ns
+        with self._lock:              # a status report sees the frame and the end of a silence together
+            self._counts.frame(capture_ns, back != buffer)
             self._last_seen_ns = now
             self._covered_ns = max(self._covered_ns, capture_ns)
             self._last_fid = fid
@@ -626,10 +623,9 @@ class CameraAcquisition(threading.Thread):
         prev = self._last_index
         missing = index - prev - 1
         corrupt = min(corrupt, missing)
-        with self._lock:
-            self._lost += missing - corrupt
-            self._corrupt += corrupt
-            last_ns = self._last_frame_ns or capture_ns
+        self._counts.lost(missing - corrupt)
+        self._counts.corrupt(corrupt)
+        last_ns = self._counts.last_frame_ns or capture_ns
         if corrupt:
             log.warning("frames_corrupt", camera=self.source.camera, first=index - corrupt, count=corrupt,
                         detail="incomplete buffers (the producer's status)",
@@ -661,7 +657,7 @@ class CameraAcquisition(threading.Thread):
     def _watch(self, now: int) -> None:
         down = self._child_down is not None
         after = self.silent_after_ns
-        if after is not None and self._last_frame_ns is None:
+        if after is not None and self._counts.last_frame_ns is None:
             after += _FIRST_FRAME_GRACE_NS     # a camera takes its time to send the very first frame
         if not down and (after is None or now - self._last_seen_ns < after):
             return
@@ -713,7 +709,7 @@ class CameraAcquisition(threading.Thread):
     def _cover_silence(self, now: int, final: bool = False) -> None:
         """While silent: report the strip that passed unseen since the last frame (or report).
         ``final``: acquisition ends silent; the frame length now passing counts too."""
-        if self._silent_since_ns is None or self._last_frame_ns is None:
+        if self._silent_since_ns is None or self._counts.last_frame_ns is None:
             return           # not silent, or nothing seen yet: no position to start from
         h, w = self.source.frame_shape[:2]
         wall_offset = time.time_ns() - time.monotonic_ns()
@@ -734,17 +730,17 @@ class CameraAcquisition(threading.Thread):
     def stats(self) -> dict[str, Any]:
         now = time.monotonic_ns()
         with self._lock:
+            counts = self._counts.snapshot()
+            out = counts.status()
             silent = self._silent_since_ns is not None
-            out: dict[str, Any] = {
-                "frames_read": self._read, "frames_put": self._put, "frames_lost": self._lost,
-                "timeouts": self._timeouts, "last_frame_ns": self._last_frame_ns,
-                "frames_corrupt": self._corrupt, "camera_silent": silent,
+            out.update({
+                "camera_silent": silent,
                 "silent_s": round((now - self._silent_since_ns) / 1e9, 3) if self._silent_since_ns is not None else 0.0,
                 "silent_frames": self._silent_frames, "reconnects": self._reconnects,
                 "reconnecting": silent and self.source.cfg.reconnect_after_s is not None,
-            }
-        out["source"] = {**self.source.stats(), "frames": self._read, "timeouts": self._timeouts,
-                         "frames_lost": self._lost, "failures": self._failures}
+            })
+        out["source"] = {**self.source.stats(), "frames": counts.frames_read, "timeouts": counts.timeouts,
+                         "frames_lost": counts.frames_lost, "failures": self._failures}
         return out
 
 
