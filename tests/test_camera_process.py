@@ -9,21 +9,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import genicam
 import pytest
+from notify_listener import NotifyListener
+from stand_ins import ThresholdBackend
 
 from inspectd.config import default_config
 from inspectd.domain.frames import FrameMeta
 from inspectd.errors import InspectdError
 from inspectd.runtime.camera_process import CameraProcess, acquisition_for, ring_for
 from inspectd.runtime.notify import Notifier
-from inspectd.runtime.pipeline import Pipeline
+from inspectd.runtime.pipeline import Pipeline, PipelineResult
 from inspectd.runtime.ringbuffer import OverflowPolicy, RingConfig
 from inspectd.runtime.sources import GenICamConfig
-from notify_listener import NotifyListener
-from stand_ins import ThresholdBackend
 
 VIKY = Path(genicam.__file__).with_name("viky.cti")
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,22 +228,53 @@ def camera_cfg(**genicam_kw):
     return cfg
 
 
-def run_in_thread(pipe: Pipeline):
-    result = {}
-    t = threading.Thread(target=lambda: result.setdefault("r", pipe.run()))
-    t.start()
-    return t, result
+class Running:
+    """A pipeline with the thresholding stand-in run on a thread (``running()``): its ``tap``
+    collects what it publishes, ``result`` is set when ``run()`` returns."""
+
+    def __init__(self, pipe: Pipeline, tap: Tap) -> None:
+        self.pipe, self.tap = pipe, tap
+        self.result: PipelineResult | None = None
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        self.result = self.pipe.run()
+
+    def join(self, timeout: float = 60.0) -> PipelineResult:
+        self._thread.join(timeout)
+        assert self.result is not None, f"the pipeline did not end within {timeout} s"
+        return self.result
+
+
+@contextmanager
+def running(cfg, **pipeline_kw) -> Iterator[Running]:
+    """Run the service on ``cfg`` until the ``with`` block ends, then stop it as SIGTERM would
+    and wait for it (``run.join()`` after the block gives the result)."""
+    tap = Tap()
+    run = Running(Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False, **pipeline_kw), tap)
+    run._thread.start()
+    try:
+        yield run
+    finally:
+        run.pipe.request_stop()
+        run._thread.join(60)
+
+
+def silent_stretches(tap: Tap) -> tuple[list[dict], list[dict], list[dict]]:
+    """The ``camera_silent`` uninspected messages, and the verdicts before the first of them
+    and after the last (empty lists when there is no silent stretch)."""
+    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
+    if not silent:
+        return silent, [], []
+    verdicts = tap.kind("verdict")
+    return (silent, [v for v in verdicts if v["frame"] < silent[0]["first_frame"]],
+            [v for v in verdicts if v["frame"] > silent[-1]["last_frame"]])
 
 
 def test_every_frame_inspected_at_a_modest_rate():
-    cfg = camera_cfg(serial="0", frame_rate=25.0)
-    tap = Tap()
-    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
-    t, result = run_in_thread(pipe)
-    assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 75, 60)      # ~3 s of camera
-    pipe.request_stop()
-    t.join(60)
-    r = result["r"]
+    with running(camera_cfg(serial="0", frame_rate=25.0)) as run:
+        assert run.tap.wait(lambda tp: len(tp.kind("verdict")) >= 75, 60)      # ~3 s of camera
+    r, tap = run.join(), run.tap
     assert r.exit_code == 0, r.error
     c = r.counters
     verdicts = tap.kind("verdict")
@@ -261,12 +294,9 @@ def _silent_cfg(**kw):
 
 
 def test_a_camera_stopped_from_outside_is_reported_silent_then_reconnected():
-    cfg = _silent_cfg(reconnect_after_s=1.0, reconnect_attempts=2)
-    tap = Tap()
-    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
-    first_pid = pipe.source.pid
-    t, result = run_in_thread(pipe)
-    try:
+    with running(_silent_cfg(reconnect_after_s=1.0, reconnect_attempts=2)) as run:
+        pipe, tap = run.pipe, run.tap
+        first_pid = pipe.source.pid
         assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 20)
         statuses = len(tap.kind("status"))
         pipe.source.execute("AcquisitionStop")           # the camera stops delivering
@@ -277,17 +307,11 @@ def test_a_camera_stopped_from_outside_is_reported_silent_then_reconnected():
         assert tap.wait(lambda tp: pipe.source.pid not in (None, first_pid), 15)
         n = len(tap.kind("verdict"))
         assert tap.wait(lambda tp: len(tp.kind("verdict")) >= n + 10, 30)
-    finally:
-        pipe.request_stop()
-        t.join(60)
-    r = result["r"]
+    r = run.join()
     assert r.exit_code == 0, r.error
     assert not alive(first_pid)
-    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
+    silent, before, after = silent_stretches(tap)
     assert silent, [m["reason"] for m in tap.kind("uninspected")]
-    verdicts = tap.kind("verdict")
-    before = [v for v in verdicts if v["frame"] < silent[0]["first_frame"]]
-    after = [v for v in verdicts if v["frame"] > silent[-1]["last_frame"]]
     assert before and after
     # The silent stretches start right after the last frame seen and run on without a hole
     # (positions from the line speed: one frame length, 0.1 m, per silent frame).
@@ -312,41 +336,32 @@ def test_silence_without_reconnection_stops_the_watchdog(tmp_path):
     lst = NotifyListener(path=str(tmp_path / "notify.sock"))
     env = lst.env(watchdog_usec=400_000)
     env["WATCHDOG_PID"] = str(os.getpid())
-    tap = Tap()
-    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False,
-                    notifier=Notifier(environ=env))
-    t, result = run_in_thread(pipe)
     try:
-        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
-        assert lst.wait_for(lambda ms: any("WATCHDOG" in m for m in ms), 5)     # fed while frames flow
-        pipe.source.execute("AcquisitionStop")
-        assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
-        time.sleep(0.5)
-        pings = sum("WATCHDOG" in m for m in lst.messages)
-        time.sleep(1.5)                                  # several watchdog intervals, silent
-        assert sum("WATCHDOG" in m for m in lst.messages) == pings
-        assert any(m["reason"] == "camera_silent" for m in tap.kind("uninspected"))
+        with running(cfg, notifier=Notifier(environ=env)) as run:
+            pipe, tap = run.pipe, run.tap
+            assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+            assert lst.wait_for(lambda ms: any("WATCHDOG" in m for m in ms), 5)     # fed while frames flow
+            pipe.source.execute("AcquisitionStop")
+            assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
+            time.sleep(0.5)
+            pings = sum("WATCHDOG" in m for m in lst.messages)
+            time.sleep(1.5)                                  # several watchdog intervals, silent
+            assert sum("WATCHDOG" in m for m in lst.messages) == pings
+            assert any(m["reason"] == "camera_silent" for m in tap.kind("uninspected"))
     finally:
-        pipe.request_stop()
-        t.join(60)
         lst.close()
-    assert result["r"].exit_code == 0
+    assert run.join().exit_code == 0
 
 
 def test_a_dead_acquisition_process_ends_the_service_and_the_strip_after_it_is_reported(capfd):
-    cfg = _silent_cfg(reconnect_after_s=0.5, reconnect_attempts=0)
-    tap = Tap()
-    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
-    t, result = run_in_thread(pipe)
-    assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
-    os.kill(pipe.source.pid, signal.SIGKILL)            # a crash: no goodbye from the child
-    t.join(60)
-    r = result["r"]
+    with running(_silent_cfg(reconnect_after_s=0.5, reconnect_attempts=0)) as run:
+        assert run.tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+        os.kill(run.pipe.source.pid, signal.SIGKILL)            # a crash: no goodbye from the child
+        r = run.join()                                      # ends by itself, unasked
     assert r.exit_code == 1 and r.reason == "error"
     assert "\n" not in str(r.error) and "camera 'cam0'" in str(r.error)
-    verdicts = tap.kind("verdict")
-    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
-    assert silent and silent[0]["first_frame"] == verdicts[-1]["frame"] + 1
+    silent, before, after = silent_stretches(run.tap)
+    assert silent and silent[0]["first_frame"] == run.tap.kind("verdict")[-1]["frame"] + 1 and not after
     assert r.counters["uninspected_by_reason"]["camera_silent"] == sum(m["count"] for m in silent) >= 1
     err = capfd.readouterr().err
     assert "Traceback" not in err
@@ -392,10 +407,10 @@ def test_harvesters_tracebacks_reach_the_log_as_one_line():
     import json
     import logging
 
+    import harvesters.core  # noqa: F401 - installs its own stderr handler
+
     from inspectd.logging_setup import LogConfig, configure_logging
     from inspectd.runtime.sources.genicam import quiet_harvesters_logging
-
-    import harvesters.core  # noqa: F401 - installs its own stderr handler
 
     buf = io.StringIO()
     configure_logging(LogConfig(format="json", level="info"), stream=buf)
@@ -420,24 +435,20 @@ def test_reconnecting_a_silent_camera_feeds_the_watchdog(tmp_path):
     lst = NotifyListener(path=str(tmp_path / "notify.sock"))
     env = lst.env(watchdog_usec=400_000)
     env["WATCHDOG_PID"] = str(os.getpid())
-    tap = Tap()
-    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False,
-                    notifier=Notifier(environ=env))
-    t, result = run_in_thread(pipe)
     try:
-        assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
-        pipe.source.execute("AcquisitionStop")
-        assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
-        inspected = len(tap.kind("verdict"))
-        pings = sum("WATCHDOG" in m for m in lst.messages)
-        time.sleep(1.0)                                  # silent, reconnection pending
-        assert pipe.acquisition.stats()["reconnecting"] and len(tap.kind("verdict")) == inspected
-        assert sum("WATCHDOG" in m for m in lst.messages) >= pings + 2
+        with running(cfg, notifier=Notifier(environ=env)) as run:
+            pipe, tap = run.pipe, run.tap
+            assert tap.wait(lambda tp: len(tp.kind("verdict")) >= 10)
+            pipe.source.execute("AcquisitionStop")
+            assert tap.wait(lambda tp: pipe.acquisition.stats()["camera_silent"], 10)
+            inspected = len(tap.kind("verdict"))
+            pings = sum("WATCHDOG" in m for m in lst.messages)
+            time.sleep(1.0)                                  # silent, reconnection pending
+            assert pipe.acquisition.stats()["reconnecting"] and len(tap.kind("verdict")) == inspected
+            assert sum("WATCHDOG" in m for m in lst.messages) >= pings + 2
     finally:
-        pipe.request_stop()
-        t.join(60)
         lst.close()
-    assert result["r"].exit_code == 0
+    assert run.join().exit_code == 0
 
 
 def test_incomplete_buffers_reported_by_the_child_are_published_corrupt():
@@ -512,27 +523,19 @@ def test_a_stream_that_fails_with_an_exception_is_reported_and_reconnected(tmp_p
     marker = tmp_path / "broken"
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("INSPECTD_TEST_BREAK_MARKER", str(marker))
-    cfg = _silent_cfg(reconnect_after_s=0.5, reconnect_attempts=2)
-    tap = Tap()
-    pipe = Pipeline(cfg, backend=ThresholdBackend(), tap=tap, handle_signals=False)
-    first_pid = pipe.source.pid
-    t, result = run_in_thread(pipe)
-    try:
+    with running(_silent_cfg(reconnect_after_s=0.5, reconnect_attempts=2)) as run:
+        pipe, tap = run.pipe, run.tap
+        first_pid = pipe.source.pid
         assert tap.wait(lambda tp: marker.exists() and pipe.source.pid not in (None, first_pid), 30)
         n = len(tap.kind("verdict"))
         assert tap.wait(lambda tp: len(tp.kind("verdict")) >= n + 10, 30)   # frames again
-    finally:
-        pipe.request_stop()
-        t.join(60)
-    r = result["r"]
+    r = run.join()
     assert r.exit_code == 0, r.error
     assert not alive(first_pid)
-    verdicts = tap.kind("verdict")
-    silent = [m for m in tap.kind("uninspected") if m["reason"] == "camera_silent"]
+    silent, before, after = silent_stretches(tap)
     assert silent, [m["reason"] for m in tap.kind("uninspected")]
-    before = [v for v in verdicts if v["frame"] < silent[0]["first_frame"]]
     assert len(before) >= 14 and silent[0]["first_frame"] == before[-1]["frame"] + 1
-    assert [v for v in verdicts if v["frame"] > silent[-1]["last_frame"]]
+    assert after
     c = r.counters
     assert c["captured"] == c["inspected"] + c["uninspected"]
     assert tap.kind("status")[-1]["counters"]["acquisition"]["reconnects"] >= 1
