@@ -1,12 +1,13 @@
 """Bilinear x4 upsampling as a fixed convolution and a pixel shuffle.
 
 ``F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)`` on the segmentation
-logits is one of the costliest layers of the exported graph on a CPU: OpenVINO's Interpolate
-runs it on a 4-channel map at 224 x 224, a layout its kernels vectorise poorly. The same values
+logits runs on OpenVINO as an Interpolate on a 4-channel map at 224 x 224 (5-11 % of the graph's
+layer time in its performance counters), a layout its kernels vectorise poorly. The same values
 come from a depthwise 3x3 convolution that computes the 16 sub-pixel phases of each stride-4
-cell at 56 x 56 (fixed bilinear weights), then a depth-to-space that lays them out: regular
-layers that run at the speed of the rest of the network. Exact up to float rounding; the
-border is padded by replication, which is what bilinear's edge clamping computes.
+cell at 56 x 56 (fixed bilinear weights), then a depth-to-space that lays them out. Exact up to
+float rounding; the border is padded by replication, which is what bilinear's edge clamping
+computes. Measured interleaved on 2 cores: 2-4 % more frames/s for the whole graph
+(BENCHMARKS.md), since the depth-to-space still writes the full-resolution map.
 """
 from __future__ import annotations
 
