@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from inspectd.model import default_model_path
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "neu_strip.mkv"
 
@@ -39,6 +41,7 @@ def test_wheel_carries_the_model_and_replays_the_sample(tmp_path):
     (wheel,) = dist.glob("inspectd-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "inspectd/models/inspectd-n-neu.safetensors" in names
+    assert f"inspectd/models/{default_model_path().name}" in names      # the default the replay below loads
     assert "inspectd/schemas/events.schema.json" in names
 
     venv = tmp_path / "venv"
