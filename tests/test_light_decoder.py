@@ -38,8 +38,11 @@ def test_light_preset_is_smaller_and_keeps_the_papers_modules():
     n, light = load_preset("n"), load_preset("n-light")
     assert light.aspp == "ddwaspp" and light.resdwab_blocks >= 1       # the paper's modules, switchable
     a, b = build_model(n), build_model(light)
+    c = build_model(light.replace(seg_fuse="dwsep"))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(b.seg_head) < count(a.seg_head) / 2
+    assert len(b.seg_head.low) == 2 and len(a.seg_head.low) == 4
+    assert count(c.seg_head) < count(b.seg_head) < count(a.seg_head)
+    assert count(c.seg_head.fuse) < count(b.seg_head.fuse) / 4      # depthwise-separable fusion
     b.eval()
     with torch.no_grad():
         out = b(torch.rand(1, 1, 224, 224))
@@ -56,7 +59,7 @@ def test_seg_width_must_be_a_multiple_of_8():
 def test_init_from_a_checkpoint_with_another_decoder_loads_what_matches(tmp_path):
     src = build_random_calibrated(load_preset("n"), seed=3)
     path = save_checkpoint(src, tmp_path / "n.safetensors")
-    net = build_model(load_preset("n-light"))
+    net = build_model(load_preset("n-light").replace(seg_fuse="dwsep"))
     report = initialise(net, path)
     by_status = {s: [t.name for t in report.tensors if t.status == s] for s in ("loaded", "new")}
     assert not [k for k in by_status["new"] if not k.startswith("seg_head.")]   # encoder, detection: all loaded
