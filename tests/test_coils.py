@@ -13,12 +13,14 @@ import os
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import zmq
-
 from bus_helpers import assert_valid
+from stand_ins import ThresholdBackend, write_video
+
 from inspectd.bus.config import BusConfig, CurveConfig
 from inspectd.bus.curve import make_key_pair
 from inspectd.bus.messages import EventEncoder
@@ -32,7 +34,6 @@ from inspectd.runtime.coils import CoilDesk, CoilTracker
 from inspectd.runtime.pipeline import Pipeline
 from inspectd.runtime.placement import place
 from inspectd.runtime.sources.video import VideoSource
-from stand_ins import ThresholdBackend, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "INSPECTD_DEBUG")}
@@ -86,14 +87,17 @@ class Collect:
         self.wait(lambda ms: sum(m["kind"] == "verdict" for m in ms) >= n)
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    """A pipeline with a control socket on a free loopback port, running on a thread."""
+@contextmanager
+def running_daemon(tmp_path, publish: str | None = None):
+    """A pipeline with a control socket on a free loopback port (and the bus on ``publish``),
+    running on a thread: (pipeline, source, tap, result, thread); stopped when the block ends."""
     video = tmp_path / "strip.avi"
     write_video(video, 10, size=(W, H), defect_every=2)
     cfg = default_config()
     cfg.source.path = str(video)
     cfg.control.address = "tcp://127.0.0.1:*"
+    if publish is not None:
+        cfg.bus.publish = publish
     cfg.bus.heartbeat_interval_s = 0.2
     source = GatedVideo(video, cfg.camera)
     tap = Collect()
@@ -101,11 +105,19 @@ def daemon(tmp_path):
     result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("r", pipeline.run()), daemon=True)
     thread.start()
-    yield pipeline, source, tap, result, thread
-    if thread.is_alive():
-        pipeline.request_stop(hurry=True)
-        source.allow(100)
-        thread.join(TIMEOUT_S)
+    try:
+        yield pipeline, source, tap, result, thread
+    finally:
+        if thread.is_alive():
+            pipeline.request_stop(hurry=True)
+            source.allow(100)
+            thread.join(TIMEOUT_S)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    with running_daemon(tmp_path) as parts:
+        yield parts
 
 
 def test_coils_through_the_command(daemon):

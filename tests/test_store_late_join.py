@@ -8,36 +8,17 @@ to it. The backend is the thresholding stand-in (coils do not depend on the mode
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from bus_helpers import assert_valid
-from stand_ins import ThresholdBackend, write_video
 from store_helpers import RawPublisher, StoreRunner, verdict_fields, wait_for
-from test_coils import TIMEOUT_S, Collect, GatedVideo, H, W, coil
-
-from inspectd.config import default_config
-from inspectd.runtime.pipeline import Pipeline
+from test_coils import coil, running_daemon
 
 
 @pytest.fixture
 def daemon(tmp_path):
-    video = tmp_path / "strip.avi"
-    write_video(video, 10, size=(W, H), defect_every=2)
-    cfg = default_config()
-    cfg.source.path = str(video)
-    cfg.control.address = "tcp://127.0.0.1:*"
-    cfg.bus.publish = "tcp://127.0.0.1:*"
-    cfg.bus.heartbeat_interval_s = 0.2
-    source = GatedVideo(video, cfg.camera)
-    tap = Collect()
-    pipeline = Pipeline(cfg, backend=ThresholdBackend(), source=source, tap=tap, handle_signals=False)
-    thread = threading.Thread(target=pipeline.run, daemon=True)
-    thread.start()
-    yield pipeline, source, tap
-    pipeline.request_stop(hurry=True)
-    source.allow(100)
-    thread.join(TIMEOUT_S)
+    with running_daemon(tmp_path, publish="tcp://127.0.0.1:*") as (pipeline, source, tap, _, _):
+        yield pipeline, source, tap
 
 
 def test_a_store_started_after_the_coil_start_records_the_coil_with_its_metadata(daemon, tmp_path):
