@@ -24,7 +24,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from inspectd.backends.onnx_model import cache_dir, prepare
     from inspectd.backends.openvino_backend import OpenVinoBackend
-    from inspectd.bench.peers import PeerRunner, export_peer, ultralytics_missing
+    from inspectd.bench.peers import PeerRunner, export_peer, interleave, ultralytics_missing
     from inspectd.errors import InspectdError
 
     missing = ultralytics_missing()
@@ -91,15 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     for call in calls.values():      # compile-time warm-up
         for _ in range(10):
             call()
-    fps: dict[str, list[float]] = {k: [] for k in calls}
+    fps, _ = interleave(calls, args.rounds, args.calls)
     keys = list(calls)
-    for r in range(args.rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            t = time.perf_counter()
-            for _ in range(args.calls):
-                calls[k]()
-            fps[k].append(args.calls / (time.perf_counter() - t))
-        print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
     print(f"{args.precision}, {args.rounds} rounds of {args.calls} calls, interleaved; ratios: median of per-round "
           "ratios (min-max)\n")
     print(f"| graph | frames/s median (min-max) | / yolo11n-seg | / {keys[0]} |\n|---|---:|---:|---:|")

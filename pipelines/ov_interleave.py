@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from inspectd.backends.onnx_model import prepare
     from inspectd.backends.openvino_int8 import int8_ir_path
+    from inspectd.bench.peers import interleave
     from inspectd.model import default_model_path
 
     core = ov.Core()
@@ -55,16 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             props["INFERENCE_NUM_THREADS"] = str(args.threads)
         reqs[spec] = core.compile_model(model, "CPU", props).create_infer_request()
     x = np.random.default_rng(0).integers(0, 256, tuple(model.input(0).get_shape()), dtype=np.uint8)
-    fps: dict[str, list[float]] = {k: [] for k in reqs}
-    items = list(reqs.items())
-    for r in range(args.rounds):
-        for k, req in items[r % len(items):] + items[:r % len(items)]:
-            req.infer({0: x})
-            t = time.perf_counter()
-            for _ in range(args.calls):
-                req.infer({0: x})
-            fps[k].append(args.calls / (time.perf_counter() - t))
-    first = items[0][0]
+    fps, _ = interleave({k: (lambda req=req: req.infer({0: x})) for k, req in reqs.items()}, args.rounds, args.calls)
+    first = next(iter(reqs))
     print(f"| graph:precision | frames/s (median, min-max) | / {first} (median of per-round ratios) |\n|---|---:|---:|")
     for k, v in fps.items():
         ratio = statistics.median(a / b for a, b in zip(v, fps[first]))

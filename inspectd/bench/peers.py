@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,28 @@ class Variant:
     close: Callable[[], None]
 
 
+def interleave(calls: dict[Any, Callable[[], object]], rounds: int, per_round: int,
+               round_context: Callable[[], Any] | None = None) -> tuple[dict[Any, list[float]], list[Any]]:
+    """Calls per second of each callable, ``rounds`` times: every round runs each one once
+    unmeasured, then ``per_round`` times timed, in an order that rotates from round to round so
+    that a drifting machine's speed falls on all alike. ``round_context`` (optional) is entered
+    around each round; what it returns on entering is collected, one per round."""
+    fps: dict[Any, list[float]] = {k: [] for k in calls}
+    keys = list(calls)
+    contexts: list[Any] = []
+    for turn in range(rounds):
+        with round_context() if round_context is not None else nullcontext() as ctx:
+            for k in keys[turn % len(keys):] + keys[:turn % len(keys)]:
+                call = calls[k]
+                call()
+                t = time.perf_counter()
+                for _ in range(per_round):
+                    call()
+                fps[k].append(per_round / (time.perf_counter() - t))
+        contexts.append(ctx)
+    return fps, contexts
+
+
 def _inspectd_variant(checkpoint: Path, precision: str, threads: int, tile: np.ndarray,
                       int8_ir: Path | None = None) -> Variant:
     from inspectd.backends.onnx_model import prepare
@@ -189,19 +212,9 @@ def run_peers(checkpoint: Path, threads: int = 0, rounds: int = 8, calls: int = 
         for v in variants:          # compile-time warm-up
             for _ in range(5):
                 v.call()
-        fps: dict[tuple[str, str], list[float]] = {(v.label, v.precision): [] for v in variants}
-        other: list[float] = []
         progress(f"peers: {rounds} rounds of {calls} calls per model and precision, interleaved")
-        for turn in range(rounds):
-            order = variants[turn % len(variants):] + variants[:turn % len(variants)]
-            with PhaseMonitor() as mon:
-                for v in order:
-                    v.call()
-                    t = time.perf_counter()
-                    for _ in range(calls):
-                        v.call()
-                    fps[(v.label, v.precision)].append(calls / (time.perf_counter() - t))
-            other.append(mon.other_cores or 0.0)
+        fps, monitors = interleave({(v.label, v.precision): v.call for v in variants}, rounds, calls, PhaseMonitor)
+        other = [mon.other_cores or 0.0 for mon in monitors]
     finally:
         for v in variants:
             v.close()
