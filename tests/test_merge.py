@@ -110,6 +110,36 @@ def test_seg_components_area_box_score_and_speckle():
     np.testing.assert_allclose(comps.scores, [0.8, 0.6], rtol=1e-6)
 
 
+def test_seg_components_match_a_pixel_by_pixel_reference():
+    """Random blobs of every class, touching each other: each region's class, pixels, box and
+    mean probability, against cv2's plain labelling and per-label sums written out."""
+    import cv2
+    rng = np.random.default_rng(7)
+    cfg = MergeConfig(rules={"scratches": ClassRule(seg_min_prob=0.7, seg_min_component_px=3)})
+    for _ in range(30):
+        noise = cv2.GaussianBlur(rng.uniform(0, 1, (120, 160)).astype(np.float32), (0, 0), 3)
+        labels = np.digitize(noise, np.quantile(noise, [0.55, 0.7, 0.85])).astype(np.uint8)
+        conf = rng.uniform(0.3, 1.0, labels.shape).astype(np.float32)
+        got = seg_components(labels, conf, SEG, cfg)
+        want = []
+        for s, name in enumerate(SEG[1:], 1):
+            rule = cfg.rule(name)
+            mask = ((labels == s) & (conf >= rule.seg_min_prob)).astype(np.uint8)
+            n, lab = cv2.connectedComponents(mask, connectivity=8)
+            for k in range(1, n):
+                ys, xs = np.nonzero(lab == k)
+                if len(ys) >= max(1, rule.seg_min_component_px):
+                    want.append((name, len(ys), (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+                                 conf[ys, xs].astype(np.float64).mean()))
+        assert len(want) > 5
+        key = lambda r: (r[0], r[2])   # noqa: E731
+        have = sorted(zip(got.names, got.areas.tolist(), [tuple(b) for b in got.boxes.tolist()],
+                          got.scores.tolist()), key=key)
+        want.sort(key=key)
+        assert [(n, a, b) for n, a, b, _ in have] == [(n, a, tuple(float(v) for v in b)) for n, a, b, _ in want]
+        np.testing.assert_allclose([h[3] for h in have], [w[3] for w in want], rtol=1e-6)
+
+
 # --- merging ------------------------------------------------------------------------------------
 def test_detection_and_region_of_one_defect_become_one_defect_seen_by_both():
     d = dets(("patches", 0.5, (12, 8, 45, 31)))

@@ -46,6 +46,30 @@ def test_nms_is_greedy_not_one_pass():
     assert nms_sorted(b, 0.2).tolist() == [True, False, True]
 
 
+def _greedy(boxes: np.ndarray, iou_thres: float) -> list[bool]:
+    """Greedy NMS written out box by box, as its definition reads."""
+    from inspectd.model.box_ops import box_iou
+    iou = box_iou(boxes, boxes)
+    keep: list[bool] = []
+    for i in range(len(boxes)):
+        keep.append(not any(keep[j] and iou[j, i] > iou_thres for j in range(i)))
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nms_matches_the_box_by_box_definition(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        xy = rng.uniform(0, 60, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 30, (n, 2)).astype(np.float32)], 1)
+        if n > 2:
+            boxes[n - 1] = boxes[0]                   # an exact duplicate, and zero-area boxes
+            boxes[1, 2:] = boxes[1, :2]
+        t = float(rng.uniform(0.05, 0.9))
+        assert nms_sorted(boxes, t).tolist() == _greedy(boxes, t)
+
+
 def test_nothing_above_threshold():
     det = random_det(2, 50, 6, 3)
     det[..., 4] = 0.05

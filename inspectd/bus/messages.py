@@ -309,8 +309,10 @@ class EventEncoder:
         return msg
 
     def defect(self, v: Verdict, index: int, verdict_seq: int, publish_wall_ns: int | None = None,
-               crop: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own."""
+               crop: dict[str, Any] | None = None, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own.
+        ``fields``: the defect's entry in that verdict message, where the caller has it (the
+        same ``defect_fields``, not built twice)."""
         meta, at = v.meta, v.placement
         d, da = v.defects[index], at.defects[index]
         msg = self._envelope("defect", publish_wall_ns)
@@ -325,7 +327,7 @@ class EventEncoder:
             "verdict_status": v.status,
             "index": int(index),
             "count": len(v.defects),
-            **self.defect_fields(d, da),
+            **(fields if fields is not None else self.defect_fields(d, da)),
             # The defect's own rows: a gate that can act on part of a frame needs only these.
             "gate_deadline_wall_ns": da.gate_deadline_wall_ns,
             "gate_until_wall_ns": da.gate_until_wall_ns,

@@ -455,7 +455,7 @@ class EventPublisher:
                 crop_meta, jpeg = None, None
                 if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
                     crop_meta, jpeg = self._encode_crop(*item.crops[i])
-                self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta), jpeg)
+                self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta, fields=msg["defects"][i]), jpeg)
         self._watch(msg)          # the alarm detector sees what was sent
 
     def _watch(self, msg: dict) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspectd.model.box_ops import box_iou
+from inspectd.model.box_ops import box_area
 
 
 @dataclass(slots=True)
@@ -33,29 +33,35 @@ class TileDetections:
 def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
     """Greedy NMS of boxes already sorted best first: bool mask of the kept ones.
 
-    ``keep = ~any(over & keep)`` iterated to its fixed point from "keep all" is exactly
-    greedy NMS (see ``inspectd.model.nms``); each pass is one matrix operation.
+    One pass per *kept* box (a handful), each suppressing the later boxes it overlaps by more
+    than ``iou_thres``: the IoU of one box against the rest, the same float32 arithmetic as
+    ``box_iou``, instead of the whole K x K matrix.
     """
     k = len(boxes)
     keep = np.ones(k, dtype=bool)
     if k < 2:
         return keep
-    over = np.triu(box_iou(boxes, boxes) > iou_thres, 1)    # over[j, i]: j outranks and overlaps i
-    if not over.any():
-        return keep
-    for _ in range(k):
-        new = np.asarray(~(over & keep[:, None]).any(0))
-        if np.array_equal(new, keep):
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = box_area(boxes)
+    i = 0
+    while i < k - 1:
+        r = slice(i + 1, k)
+        w = np.maximum(np.minimum(x2[i], x2[r]) - np.maximum(x1[i], x1[r]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[r]) - np.maximum(y1[i], y1[r]), 0)
+        inter = w * h
+        keep[r] &= ~(inter / np.maximum(area[i] + area[r] - inter, 1e-9) > iou_thres)
+        later = np.flatnonzero(keep[r])
+        if len(later) == 0:
             break
-        keep = new
+        i += 1 + int(later[0])
     return keep
 
 
 def _rank_within(groups: np.ndarray) -> np.ndarray:
     """Position of each element within its run of equal ``groups`` (groups sorted)."""
     n = len(groups)
-    if n == 0:
-        return np.zeros(0, np.int64)
+    if n == 0 or groups[0] == groups[-1]:       # one group (a frame of one tile): 0, 1, 2, ...
+        return np.arange(n)
     # np.concatenate, not np.r_: r_ parses its arguments in Python, tens of microseconds a call.
     starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
     run_start = np.repeat(starts, np.diff(np.append(starts, n)))
