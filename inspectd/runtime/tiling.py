@@ -21,6 +21,7 @@ The pieces, in the order the inference stage uses them:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import cv2
@@ -96,13 +97,15 @@ class TileGrid:
     def n(self) -> int:
         return len(self.ys) * len(self.xs)
 
-    @property
+    # Computed once per grid (a grid lives as long as the frame size) and read-only: every
+    # frame's boxes are mapped with them.
+    @cached_property
     def origins(self) -> np.ndarray:
         """[N, 2] (x0, y0) of each tile's top-left corner in frame pixels."""
         yy, xx = np.meshgrid(self.ys, self.xs, indexing="ij")
-        return np.stack([xx.ravel(), yy.ravel()], axis=1)
+        return _frozen(np.stack([xx.ravel(), yy.ravel()], axis=1))
 
-    @property
+    @cached_property
     def rects(self) -> np.ndarray:
         """[N, 4] x1, y1, x2, y2 of the frame region each tile sees (padding excluded)."""
         o = self.origins
@@ -110,7 +113,17 @@ class TileGrid:
         y1 = np.maximum(o[:, 1], 0)
         x2 = np.minimum(o[:, 0] + self.tile_w, self.frame_w)
         y2 = np.minimum(o[:, 1] + self.tile_h, self.frame_h)
-        return np.stack([x1, y1, x2, y2], axis=1)
+        return _frozen(np.stack([x1, y1, x2, y2], axis=1))
+
+    @cached_property
+    def box_offsets(self) -> np.ndarray:
+        """[N, 4] float32 (x0, y0, x0, y0): what maps a tile's xyxy box into the frame."""
+        return _frozen(self.origins[:, [0, 1, 0, 1]].astype(np.float32))
+
+    @cached_property
+    def box_limits(self) -> np.ndarray:
+        """[4] float32 (w, h, w, h): the frame's far edges, which boxes are clipped to."""
+        return _frozen(np.array([self.frame_w, self.frame_h, self.frame_w, self.frame_h], np.float32))
 
     @property
     def pad(self) -> tuple[int, int, int, int]:
@@ -120,6 +133,11 @@ class TileGrid:
         bottom = max(0, self.tile_h - self.frame_h - top)
         right = max(0, self.tile_w - self.frame_w - left)
         return top, bottom, left, right
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 class TileCutter:
@@ -199,13 +217,8 @@ def boxes_to_frame(boxes: np.ndarray, tile_idx: np.ndarray, grid: TileGrid) -> n
     """
     if len(boxes) == 0:
         return np.zeros((0, 4), dtype=np.float32)
-    o = grid.origins[tile_idx].astype(np.float32)
-    out = boxes.astype(np.float32, copy=True)
-    out[:, [0, 2]] += o[:, :1]
-    out[:, [1, 3]] += o[:, 1:]
-    out[:, 0::2] = np.minimum(np.maximum(out[:, 0::2], 0), grid.frame_w)
-    out[:, 1::2] = np.minimum(np.maximum(out[:, 1::2], 0), grid.frame_h)
-    return out
+    out = boxes.astype(np.float32, copy=False) + grid.box_offsets[tile_idx]
+    return np.minimum(np.maximum(out, 0), grid.box_limits, out=out)
 
 
 class SegStitcher:
