@@ -145,9 +145,13 @@ def topic_for(msg: dict[str, Any]) -> bytes:
     raise ValueError(f"unknown message kind {kind!r}")
 
 
+# One encoder for every message (json.dumps with these options builds a new one per call).
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode(msg: dict[str, Any]) -> bytes:
     """Payload bytes: compact UTF-8 JSON (the exact bytes every subscriber decodes)."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _JSON.encode(msg).encode("utf-8")
 
 
 def decode(payload: bytes) -> dict[str, Any]:

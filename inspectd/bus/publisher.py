@@ -43,6 +43,11 @@ from inspectd.domain.frames import FrameMeta
 from inspectd.domain.placement import Placement, StretchPlacement
 from inspectd.domain.verdicts import Uninspected, Verdict
 
+# Plain ints, part by part: pyzmq's send_multipart does the same, combining enum flags in
+# Python for every part.
+_SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_SEND_LAST = int(zmq.NOBLOCK)
+
 log = structlog.get_logger("inspectd.bus")
 
 Tap = Callable[[bytes, dict], None]
@@ -487,9 +492,14 @@ class EventPublisher:
         c.by_kind[msg["kind"]] = c.by_kind.get(msg["kind"], 0) + 1
         sock = self._sock
         if sock is not None:
-            parts = [topic, encode(msg)] if extra is None else [topic, encode(msg), extra]
+            payload = encode(msg)
             try:
-                sock.send_multipart(parts, flags=zmq.NOBLOCK)
+                sock.send(topic, _SEND_MORE)
+                if extra is None:
+                    sock.send(payload, _SEND_LAST)
+                else:
+                    sock.send(payload, _SEND_MORE)
+                    sock.send(extra, _SEND_LAST)
                 c.sent += 1
             except zmq.Again:
                 c.not_sent += 1
