@@ -68,6 +68,11 @@ def test_nms_matches_the_box_by_box_definition(seed):
             boxes[1, 2:] = boxes[1, :2]
         t = float(rng.uniform(0.05, 0.9))
         assert nms_sorted(boxes, t).tolist() == _greedy(boxes, t)
+        groups = rng.integers(0, 3, n)                # within groups: each group on its own
+        want = np.zeros(n, bool)
+        for g in range(3):
+            want[groups == g] = _greedy(boxes[groups == g], t)
+        assert nms_sorted(boxes, t, groups).tolist() == want.tolist()
 
 
 def test_nothing_above_threshold():

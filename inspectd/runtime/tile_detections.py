@@ -30,12 +30,14 @@ class TileDetections:
         return len(self.scores)
 
 
-def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
+def nms_sorted(boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None = None) -> np.ndarray:
     """Greedy NMS of boxes already sorted best first: bool mask of the kept ones.
 
     One pass per *kept* box (a handful), each suppressing the later boxes it overlaps by more
     than ``iou_thres``: the IoU of one box against the rest, the same float32 arithmetic as
-    ``box_iou``, instead of the whole K x K matrix.
+    ``box_iou``, instead of the whole K x K matrix. With ``groups`` (an id per box), a box only
+    suppresses boxes of its own group: greedy NMS within every group at once, since whether a
+    box is kept depends only on the earlier boxes of its group.
     """
     k = len(boxes)
     keep = np.ones(k, dtype=bool)
@@ -49,7 +51,10 @@ def nms_sorted(boxes: np.ndarray, iou_thres: float) -> np.ndarray:
         w = np.maximum(np.minimum(x2[i], x2[r]) - np.maximum(x1[i], x1[r]), 0)
         h = np.maximum(np.minimum(y2[i], y2[r]) - np.maximum(y1[i], y1[r]), 0)
         inter = w * h
-        keep[r] &= ~(inter / np.maximum(area[i] + area[r] - inter, 1e-9) > iou_thres)
+        over = inter / np.maximum(area[i] + area[r] - inter, 1e-9) > iou_thres
+        if groups is not None:
+            over &= groups[r] == groups[i]
+        keep[r] &= ~over
         later = np.flatnonzero(keep[r])
         if len(later) == 0:
             break
@@ -87,16 +92,9 @@ def decode_tiles(det: np.ndarray, conf_thres: float, iou_thres: float, max_det: 
     t, rows, cls, score = t[keep], rows[keep], cls[keep], score[keep]
     boxes = rows[:, :4].astype(np.float32)
 
-    # Class-aware NMS per (tile, class) group: a loop over groups, not boxes.
-    group = t * nc + cls
-    by_group = np.argsort(group, kind="stable")          # keeps best-first order inside a group
-    g_sorted = group[by_group]
-    bounds = np.flatnonzero(np.concatenate(([True], g_sorted[1:] != g_sorted[:-1], [True])))
-    kept = np.ones(len(group), dtype=bool)
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        if e - s > 1:
-            idx = by_group[s:e]
-            kept[idx] = nms_sorted(boxes[idx], iou_thres)
+    # Class-aware NMS per (tile, class) group, all groups in one pass over the kept boxes
+    # (each box is already best first within its tile, so within its group too).
+    kept = nms_sorted(boxes, iou_thres, t * nc + cls)
     t, boxes, cls, score = t[kept], boxes[kept], cls[kept], score[kept]
     keep = _rank_within(t) < max_det                      # still best first within each tile
     return TileDetections(boxes[keep], score[keep], cls[keep].astype(np.int64), t[keep].astype(np.int64))
