@@ -16,6 +16,8 @@ Variants (OpenVINO, ``--precision``, the default model, the service's default pi
   si=MS     the interpreter's GIL switch interval set to MS milliseconds
   nice=N    every Python thread the pipeline starts at niceness N (the runtime's worker
             threads, started before, keep theirs)
+  streams=N OpenVINO streams (``inference.streams``; N + 1 frames in flight); its ratio is
+            taken against the model alone with the same streams, N calls at once
   options combine with ':' (si=0.5:nice=10)
 """
 from __future__ import annotations
@@ -55,9 +57,13 @@ class _Spans:
     def model_figures(self) -> tuple[float, float]:
         """(mean ms per call, share of the time from the first call's start to the last's end
         in which no call ran), over the calls after the first five."""
-        s = self.spans[5:]
-        busy = sum(e - b for b, e in s)
-        return busy / len(s) / 1e6, 1 - busy / (s[-1][1] - s[0][0])
+        s = sorted(self.spans[5:])
+        covered, reach = 0, s[0][0]             # calls may overlap (streams): their union
+        for b, e in s:
+            if e > reach:
+                covered += e - max(b, reach)
+                reach = e
+        return sum(e - b for b, e in s) / len(s) / 1e6, 1 - covered / (reach - s[0][0])
 
 
 _nice = 0
@@ -80,11 +86,11 @@ def _parse_variant(text: str) -> dict[str, float]:
             continue
         key, _, val = opt.partition("=")
         try:
-            if key not in ("si", "nice"):
+            if key not in ("si", "nice", "streams"):
                 raise ValueError
             out[key] = float(val)
         except ValueError:
-            raise SystemExit(f"variant {text!r}: expected default, si=MS or nice=N, joined by ':'") from None
+            raise SystemExit(f"variant {text!r}: expected default, si=MS, nice=N or streams=N, joined by ':'") from None
     return out
 
 
@@ -92,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     global _nice
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("variants", nargs="+", help="default, si=MS, nice=N (combined with ':')")
+    p.add_argument("variants", nargs="+", help="default, si=MS, nice=N, streams=N (combined with ':')")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--frames", type=int, default=400, help="frames per model-alone and pipeline run")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
@@ -111,17 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     model = default_model_path()
     prepared = prepare(model)
 
-    def make() -> OpenVinoBackend:
+    def make(streams: int) -> OpenVinoBackend:
         """A fresh backend, compiled and warm: the pipeline closes the one it is given."""
-        b = OpenVinoBackend(prepared, threads=args.threads, precision=args.precision)
+        b = OpenVinoBackend(prepared, threads=args.threads, precision=args.precision, streams=streams)
         b.warmup()
         return b
 
-    icfg = InferenceConfig(model=str(model), backend="openvino", precision=args.precision, threads=args.threads)
+    def inference_config(streams: int) -> InferenceConfig:
+        return InferenceConfig(model=str(model), backend="openvino", precision=args.precision, threads=args.threads,
+                               streams=streams, in_flight=2 if streams == 1 else streams + 1)
+
+    icfg = inference_config(1)
+    stream_counts = sorted({int(opts.get("streams", 1)) for _, opts in variants})
     ratios: dict[str, list[float]] = {v: [] for v, _ in variants}
     rates: dict[str, list[float]] = {v: [] for v, _ in variants}
     calls: dict[str, list[tuple[float, float]]] = {v: [] for v, _ in variants}
-    alone_ms: list[float] = []
+    alone_ms: dict[int, list[float]] = {n: [] for n in stream_counts}
     cpu: dict[str, list[dict[str, float]]] = {v: [] for v, _ in variants}
     default_si = sys.getswitchinterval()
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,34 +144,41 @@ def main(argv: list[str] | None = None) -> int:
         cutter = TileCutter(grid, frames[0].image.shape, int(mcfg.in_channels), pad=icfg.pad, pad_value=icfg.pad_value)
         batches = [cutter.cut(f.image).copy() for f in frames]     # the stage's tiles, cut once
         for r in range(args.rounds):
-            backend = make()
-            first = measure_model(backend, batches)
+            backends = {n: make(n) for n in stream_counts}
+            first = {n: measure_model(b, batches) for n, b in backends.items()}
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             got: dict[str, float] = {}
             for name, opts in order:
                 sys.setswitchinterval(opts["si"] / 1000 if "si" in opts else default_si)
                 _nice = int(opts.get("nice", 0))
                 try:
-                    spans = _Spans(make())
-                    res = measure_pipeline(spans, video, icfg, None, args.frames)
+                    n = int(opts.get("streams", 1))
+                    spans = _Spans(make(n))
+                    res = measure_pipeline(spans, video, inference_config(n), None, args.frames)
                 finally:
                     sys.setswitchinterval(default_si)
                     _nice = 0
                 got[name] = res["frames_per_s"]
                 calls[name].append(spans.model_figures())
                 cpu[name].append({k: 1000 * v / max(1, res["frames"]) for k, v in res["cpu_s_by_thread"].items()})
-            again = measure_model(backend, batches)
-            alone = [first["frames_per_s"], again["frames_per_s"]]
-            alone_ms.append((first["ms_per_frame"]["mean"] + again["ms_per_frame"]["mean"]) / 2)
-            backend.close()
-            ref = statistics.fmean(alone)
+            ref: dict[int, float] = {}
+            alone_text = []
+            for n, b in backends.items():
+                again = measure_model(b, batches)
+                b.close()
+                ref[n] = (first[n]["frames_per_s"] + again["frames_per_s"]) / 2
+                alone_ms[n].append((first[n]["ms_per_frame"]["mean"] + again["ms_per_frame"]["mean"]) / 2)
+                alone_text.append(f"{first[n]['frames_per_s']:.1f} / {again['frames_per_s']:.1f}"
+                                  + ("" if n == 1 else f" ({n} streams)"))
             line = []
-            for name, _ in variants:
-                ratios[name].append(got[name] / ref)
+            for name, opts in variants:
+                rn = ref[int(opts.get("streams", 1))]
+                ratios[name].append(got[name] / rn)
                 rates[name].append(got[name])
-                line.append(f"{name} {got[name]:.1f} ({got[name] / ref:.3f})")
-            print(f"round {r + 1}: model alone {alone[0]:.1f} / {alone[1]:.1f}; " + ", ".join(line), flush=True)
-    print(f"\nThe model alone: {statistics.fmean(alone_ms):.2f} ms per call (mean over rounds)\n")
+                line.append(f"{name} {got[name]:.1f} ({got[name] / rn:.3f})")
+            print(f"round {r + 1}: model alone {', '.join(alone_text)}; " + ", ".join(line), flush=True)
+    print("\nThe model alone: " + ", ".join(f"{statistics.fmean(v):.2f} ms per call with {n} stream(s)"
+                                           for n, v in alone_ms.items()) + " (mean over rounds)\n")
     print("| variant | pipeline / model alone, median (range) | pipeline frames/s, median | model ms per call "
           "in the pipeline (mean) | model idle share (mean) | CPU ms per frame by thread (mean) |")
     print("|---|---:|---:|---:|---:|---|")

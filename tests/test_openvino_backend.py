@@ -116,6 +116,6 @@ def test_streams_config_errors(setup):
     from inspectd.configtools import ConfigError
     for kw, where in (({"backend": "openvino", "streams": 2, "in_flight": 1}, "inference.streams"),
                       ({"backend": "torch", "streams": 2, "in_flight": 2}, "inference.streams"),
-                      ({"in_flight": 0}, "inference.in_flight")):
+                      ({"in_flight": 5}, "inference.in_flight")):
         with pytest.raises(ConfigError, match=where):
             InferenceConfig(**kw).validate("c.yaml", "inference")

@@ -110,7 +110,7 @@ def create_backend(cfg: InferenceConfig) -> Backend:
     if cfg.backend == "torch":
         from inspectd.backends.torch_backend import TorchBackend
         return TorchBackend(path, device=cfg.device, half=cfg.half, threads=cfg.threads,
-                            output_sets=cfg.in_flight)
+                            output_sets=cfg.in_flight_for(1))
     if cfg.backend == "onnxruntime":
         try:
             mod = importlib.import_module("inspectd.backends.onnx_backend")

@@ -3,6 +3,7 @@ and the inference stage's tiling, thresholds and frames in flight (read by
 ``runtime.inference``, which re-exports it)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,18 +41,19 @@ class InferenceConfig:
         "On a shared machine, leave cores for acquisition and the bus.", default=0)
     streams: int = doc(
         "`openvino` only: frames the model computes at the same time, each on its share of the "
-        "cores (OpenVINO's streams). 1 = one frame at a time on every thread: the lowest latency. "
-        "2 on a 2-core CPU = one frame per core: more frames per second (BENCHMARKS.md: 100-111 "
-        "against 86-98 end to end), each frame taking nearly twice as long. Needs "
-        "in_flight >= streams.", default=1)
+        "cores (OpenVINO's streams). 0 = 2 where the CPU has at least 2 cores, else 1. 1 = one "
+        "frame at a time on every thread (each frame soonest, but the threads wait for each other "
+        "whenever the rest of the pipeline takes a core from one of them). 2 on a 2-core CPU = one "
+        "frame per core, no waiting: 1.3x the frames/s end to end in BENCHMARKS.md (173 against "
+        "134), and a lower capture-to-publish latency under load. Needs in_flight >= streams.",
+        default=0)
     in_flight: int = doc(
-        "Frames the model is given back to back. With 2 the model starts on the next frame "
-        "while the previous one is decoded, merged and published, so it does not wait for them "
-        "(where the model leaves a core free, the pipeline then keeps the model's own rate; "
-        "BENCHMARKS.md). A frame is never held "
-        "back to wait for the next one: with an empty ring buffer each frame is finished at once, "
-        "so latency does not grow. 1 = strictly one frame at a time. The ring buffer should have "
-        "at least in_flight + 2 slots.", default=2)
+        "Frames the model is given back to back. 0 = the model's streams + 1 (2 with one stream, "
+        "3 with two). With one stream more than it computes at once, the model starts on the next "
+        "frame while the previous one is decoded, merged and published, so it does not wait for "
+        "them. A frame is never held back to wait for the next one: with an empty ring buffer each "
+        "frame is finished at once, so latency does not grow. 1 = strictly one frame at a time. The "
+        "ring buffer should have at least in_flight + 2 slots.", default=0)
     skip_late: bool = doc(
         "Paced runs only (a camera, or a recording replayed at its rate): a frame whose verdict "
         "cannot be published before its strip reaches the reject gate (now plus the recent time "
@@ -92,6 +94,18 @@ class InferenceConfig:
         default="mean")
     pad_value: int = doc("Grey level of `constant` padding.", default=114)
 
+    def streams_for(self, backend: str) -> int:
+        """The streams ``backend`` runs: ``streams``, or for 0 the default (2 for openvino on a
+        CPU of 2 or more cores: one frame per core, which beats all cores on one frame here)."""
+        if self.streams:
+            return self.streams
+        # Never more streams than frames in flight: a stream with no frame idles its cores.
+        return min(2, os.cpu_count() or 1, self.in_flight or 2) if backend == "openvino" else 1
+
+    def in_flight_for(self, concurrent_calls: int) -> int:
+        """The frames in flight with a backend that runs ``concurrent_calls`` at once."""
+        return self.in_flight or min(4, concurrent_calls + 1)
+
     def validate(self, where: str, prefix: str = "") -> None:
         p = f"{prefix}." if prefix else ""
         if self.threads < 0:
@@ -102,10 +116,11 @@ class InferenceConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 fail(where, p + name, f"expected a value between 0 and 1, got {v!r}")
-        if not 1 <= self.in_flight <= 4:
-            fail(where, p + "in_flight", f"expected 1 to 4 frames, got {self.in_flight}")
-        if not 1 <= self.streams <= self.in_flight:
-            fail(where, p + "streams", f"expected 1 to in_flight ({self.in_flight}), got {self.streams}")
+        if not 0 <= self.in_flight <= 4:
+            fail(where, p + "in_flight", f"expected 1 to 4 frames (0: streams + 1), got {self.in_flight}")
+        if self.streams < 0 or (self.in_flight and self.streams > self.in_flight):
+            fail(where, p + "streams", f"expected 0 (auto) or 1 to in_flight ({self.in_flight or 4}), "
+                                       f"got {self.streams}")
         if self.streams > 1 and self.backend not in ("openvino", "auto"):
             fail(where, p + "streams", f"only the openvino backend runs streams; {self.backend} takes 1")
         if self.capacity_check not in ("warn", "fail", "off"):

@@ -10,11 +10,14 @@ The model is compiled for the batch size it is called with (a camera's frames al
 the same number of tiles) and kept; a second batch size compiles a second one. Precision is
 always set explicitly: OpenVINO would otherwise pick bf16 by itself on CPUs with AMX.
 
-Streams: with ``streams=1`` one frame at a time runs on all the threads (lowest latency). With
-``streams=N`` OpenVINO runs N frames at once, each on its share of the cores, without the
-threads of one frame waiting for each other: more frames per second, each one slower
-(BENCHMARKS.md). Up to N calls may then run concurrently from different threads
-(``concurrent_calls``); each takes an infer request of its own from a pool.
+Streams: with ``streams=1`` one frame at a time runs on all the threads, which wait for each
+other at every layer: the lowest latency on an idle machine, but whenever the rest of the
+pipeline takes a core from one thread, the other waits. With ``streams=N`` OpenVINO runs N
+frames at once, each on its share of the cores, without the threads of one frame waiting for
+each other: more frames per second (the daemon's default on 2 or more cores: 2 streams; 1.3x
+the frames/s end to end on 2 cores, BENCHMARKS.md). Up to N calls may then run concurrently
+from different threads (``concurrent_calls``); each takes an infer request of its own from a
+pool.
 """
 from __future__ import annotations
 
@@ -172,4 +175,4 @@ def create(path: str | Path, cfg: InferenceConfig) -> OpenVinoBackend:
                                 f"run `inspectd export --int8 --model {path} --calib-data DIR` (training images) "
                                 "once, or choose bf16 or fp32")
     return OpenVinoBackend(prepare(path), threads=cfg.threads, precision=precision,
-                           streams=cfg.streams, int8_ir=int8_ir)
+                           streams=cfg.streams_for("openvino"), int8_ir=int8_ir)

@@ -57,14 +57,26 @@ class BenchOptions:
     pipeline_backend: str | None = None  # None: the fastest model-alone backend
     rate: float = 50.0                  # input rate of the paced pipeline run (0: skip it)
     threads: int = 0                    # backend CPU threads (0: the runtime's default)
-    in_flight: int = 2                  # frames with the model at once (inference.in_flight)
-    streams: int = 1                    # OpenVINO streams (inference.streams)
+    in_flight: int = 0                  # frames with the model at once (inference.in_flight; 0: streams + 1)
+    streams: int = 0                    # OpenVINO streams (inference.streams; 0: as the daemon chooses)
     calib_data: Path | None = None      # NEU-style folder to calibrate int8 on (else the bench frames)
     workdir: Path | None = None         # where the recording (and a random model) go; None: a temp dir
     progress: Progress | None = None
 
 
 # -- the model ------------------------------------------------------------------------------
+def check_in_flight_and_streams(opts: BenchOptions, names: list[str]) -> None:
+    """--in-flight and --streams, as inference.in_flight and inference.streams allow them."""
+    if not 0 <= opts.in_flight <= 4:
+        raise InspectdError(f"--in-flight {opts.in_flight}: expected 1 to 4 frames (0: streams + 1)")
+    if opts.streams < 0 or (opts.in_flight and opts.streams > opts.in_flight):
+        raise InspectdError(f"--streams {opts.streams}: expected 0 (as the daemon chooses) or 1 to "
+                            f"--in-flight ({opts.in_flight or 4})")
+    if opts.streams > 1 and not any(n.startswith("openvino") for n in names):
+        raise InspectdError(f"--streams {opts.streams}: only the openvino backends run streams; "
+                            f"none of {', '.join(names)} is one")
+
+
 def resolve_model(opts: BenchOptions, workdir: Path, progress: Progress) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to measure: --model, the shipped model (both found as the service finds
     them, ``backends.model_path``), or the `n` preset with random weights."""
@@ -152,20 +164,16 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
     if len(frames) != opts.frames:
         raise InspectdError(f"bench: wrote {opts.frames} frames but {video} decodes to {len(frames)}")
 
-    if not 1 <= opts.in_flight <= 4:
-        raise InspectdError(f"--in-flight {opts.in_flight}: expected 1 to 4 frames")
-    if not 1 <= opts.streams <= opts.in_flight:
-        raise InspectdError(f"--streams {opts.streams}: expected 1 to --in-flight ({opts.in_flight})")
-    if opts.streams > 1 and not any(n.startswith("openvino") for n in names):
-        raise InspectdError(f"--streams {opts.streams}: only the openvino backends run streams; "
-                            f"none of {', '.join(names)} is one")
-    icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight)
+    check_in_flight_and_streams(opts, names)
+    icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight,
+                           streams=opts.streams)
     th, tw = (int(s) for s in mcfg.input_size)
     grid = TileGrid.build(h, w, th, tw, icfg.tile_overlap_px)
     cutter = TileCutter(grid, frames[0].image.shape, mcfg.in_channels, pad=icfg.pad, pad_value=icfg.pad_value)
     batches = [cutter.cut(f.image).copy() for f in frames]
 
-    factory = BackendFactory(checkpoint, opts.threads, opts.calib_data, frames, progress, streams=opts.streams)
+    factory = BackendFactory(checkpoint, opts.threads, opts.calib_data, frames, progress,
+                             streams=icfg.streams_for("openvino"))
     results: dict[str, Any] = {}
     for name in names:
         ok, why = availability(name)
@@ -255,8 +263,8 @@ def _run(opts: BenchOptions, names: list[str], workdir: Path, progress: Progress
                    "tile": [th, tw], "overlap_px": icfg.tile_overlap_px, "pixels": texture,
                    "recording": "FFV1 .mkv written with OpenCV"},
         "threads": opts.threads,
-        "in_flight": opts.in_flight,
-        "openvino_streams": opts.streams,
+        "in_flight": stage["in_flight"],
+        "openvino_streams": icfg.streams_for("openvino"),
         "backends": results,
         "pipeline_backend": chosen,
         "model_reference": reference,

@@ -29,6 +29,7 @@ from inspectd.bench import (
     PhaseMonitor,
     Progress,
     availability,
+    check_in_flight_and_streams,
     machine_info,
     precision_of,
     resolve_model,
@@ -198,6 +199,7 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
     backend_name = opts.pipeline_backend or (opts.backends[0] if opts.backends else None)
     if backend_name is None:
         backend_name = "openvino-bf16" if availability("openvino-bf16")[0] else "torch"
+    check_in_flight_and_streams(opts, [backend_name])
     ok, why = availability(backend_name)
     if not ok:
         raise InspectdError(f"--pipeline-backend {backend_name}: {why}")
@@ -214,8 +216,9 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         frames = grab_frames(cti, opts.frames, (h, w))
         video = workdir / "viky.mkv"
         write_ffv1(video, frames)
-        factory = BackendFactory(checkpoint, opts.threads, None, [], progress, streams=opts.streams)
-        icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight)
+        icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight,
+                               streams=opts.streams)
+        factory = BackendFactory(checkpoint, opts.threads, None, [], progress, streams=icfg.streams_for("openvino"))
 
         def cfg_for(kind: Literal["video", "genicam"]):
             cfg = default_config()
@@ -278,7 +281,9 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         "precision": precision_of(backend_name),
         "frames": {"count": len(frames), "height": h, "width": w, "pixels": "viky (genicam simulator) Mono8",
                    "recording": "FFV1 .mkv written with OpenCV"},
-        "threads": opts.threads, "in_flight": opts.in_flight,
+        "threads": opts.threads,
+        "streams": icfg.streams_for(backend_name.split("-")[0]),
+        "in_flight": icfg.in_flight_for(icfg.streams_for(backend_name.split("-")[0])),
         "recording": recording,
         "recording_after": again,
         "camera": runs,
@@ -295,7 +300,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"{mach.get('cpu_model', '?')}, {mach.get('logical_cpus')} logical CPUs, load average at start "
         f"{mach.get('load_average')}; frames of {fr['height']}x{fr['width']} Mono8 from viky, "
-        f"frames in flight: {r['in_flight']}. The recording holds {fr['count']} of the camera's frames.",
+        f"OpenVINO streams: {r.get('streams', 1)}, frames in flight: {r['in_flight']}. "
+        f"The recording holds {fr['count']} of the camera's frames.",
         "",
         "| run | camera frames/s | frames | inspected | uninspected | inspected frames/s | vs recording "
         "| other CPU | target | met |",

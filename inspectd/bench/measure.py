@@ -119,7 +119,8 @@ def measure_stage(backend, frames: list, icfg) -> dict[str, Any]:
     tiles = n * stage.tiles_per_frame
     return {"frames": n, "tiles": tiles, "frames_per_s": round(n / (total / 1e9), 2),
             "tiles_per_s": round(tiles / (total / 1e9), 2), "ms_per_frame": stats_ms(times),
-            "model_ms_in_stage": stats_ms(timed.times_ns), **mon.fields(), "defects": defects, "rejects": rejects}
+            "model_ms_in_stage": stats_ms(timed.times_ns), **mon.fields(), "defects": defects, "rejects": rejects,
+            "in_flight": stage.in_flight}
 
 
 def measure_pipeline(backend, video: Path, icfg, paced_fps: float | None, frames_expected: int) -> dict[str, Any]:

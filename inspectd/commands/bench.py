@@ -52,12 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="input rate of the paced pipeline run, the latency measurement (default: 50; 0 skips it)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads per backend (default: 0, the runtime's default: one per core)")
-    p.add_argument("--in-flight", type=int, default=2, metavar="N",
+    p.add_argument("--in-flight", type=int, default=0, metavar="N",
                    help="frames with the model at once in the stage and pipeline runs, as "
-                        "inference.in_flight (default: 2; 1 = strictly one frame at a time)")
-    p.add_argument("--streams", type=int, default=1, metavar="N",
+                        "inference.in_flight (default: 0, the backend's streams + 1; 1 = strictly one "
+                        "frame at a time)")
+    p.add_argument("--streams", type=int, default=0, metavar="N",
                    help="OpenVINO streams, as inference.streams: frames computed at once, each on its "
-                        "share of the cores (default: 1)")
+                        "share of the cores (default: 0, as the daemon: 2 on a CPU of 2 or more cores)")
     p.add_argument("--calib-data", metavar="DIR",
                    help="NEU-style folder (train.txt, images/) to calibrate onnxruntime-int8 on "
                         "(default: a <model>.int8.onnx next to the checkpoint if there is one, else "

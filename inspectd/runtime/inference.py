@@ -7,10 +7,10 @@ positions and reject-gate deadlines, with the line's geometry) -> ``Verdict``.
 
 Two halves, so that the model never waits for the post-processing: ``begin(frame)`` cuts
 the tiles and hands them to the model thread; ``finish(job)`` waits for the model's outputs
-and decodes, stitches and merges them. With ``inference.in_flight: 2`` the caller begins
-frame *i + 1* before it finishes frame *i*, and the model runs on *i + 1* while *i* is
-post-processed: where the model leaves a core free (or runs on a GPU) the pipeline then keeps
-the model's own rate (BENCHMARKS.md). ``process(frame)`` is both halves at once.
+and decodes, stitches and merges them. With ``inference.in_flight`` one more than the model
+computes at once (the default) the caller begins frame *i + 1* before it finishes frame *i*,
+and the model runs on *i + 1* while *i* is post-processed: where the model leaves a core free
+(or runs on a GPU) the pipeline then keeps the model's own rate (BENCHMARKS.md). ``process(frame)`` is both halves at once.
 
 The stage knows nothing about the backend beyond ``inspectd.backends.base.Backend``.
 It keeps per-frame-size state (tile grid, batches, stitched maps) and reuses it while the
@@ -154,7 +154,7 @@ class InferenceStage:
         # Per-pixel arg-max computed where the model ran, where the backend offers it (on a
         # GPU: 8x less to copy back, and no arg-max over every pixel on the CPU).
         self._infer_labels = backend.infer_labels
-        self.in_flight = int(cfg.in_flight)
+        self.in_flight = cfg.in_flight_for(int(backend.concurrent_calls))
         call: Callable[[np.ndarray], tuple[np.ndarray, ...]] = \
             self._infer_labels if self._infer_labels is not None else backend.infer
         generations = backend.output_generations
