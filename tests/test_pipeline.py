@@ -238,3 +238,35 @@ def test_dead_publisher_stops_the_service_non_zero(tmp_path, monkeypatch):
     assert result.exit_code == 1 and result.reason == "error"
     assert isinstance(result.error, RuntimeError) and "encoder bug" in str(result.error)
     assert result.counters["inspected"] < 400
+
+
+def test_an_error_while_shutting_down_is_the_stop_reason_in_the_log_too(tmp_path):
+    """The last verdicts are written while the pipeline closes (end of stream): a failure there
+    (a full disk under ``replay --out``) makes the stop an error, in the result and in the
+    ``pipeline_stopped`` log line alike."""
+    import structlog
+
+    video = tmp_path / "r.avi"
+    write_video(video, 12)
+    holder: dict = {}
+
+    def tap(topic, msg):
+        if msg["kind"] == "verdict" and msg["frame"] == 11:
+            p = holder["pipeline"]
+            for _ in range(500):                 # hold the last verdict until shutdown has begun
+                if p._shutting_down:
+                    break
+                threading.Event().wait(0.01)
+            assert p._shutting_down
+            p.fail("out", OSError(28, "No space left on device"))
+
+    with structlog.testing.capture_logs() as logs:
+        pipeline = holder["pipeline"] = Pipeline(_cfg(video), backend=ThresholdBackend(), tap=tap,
+                                                 handle_signals=False)
+        result = pipeline.run()
+    assert result.exit_code == 1 and result.reason == "error"
+    started = [e for e in logs if e["event"] == "shutdown_started"]
+    stopped = [e for e in logs if e["event"] == "pipeline_stopped"]
+    assert started and started[0]["reason"] == "end-of-stream"      # it began as a clean end...
+    assert len(stopped) == 1 and stopped[0]["reason"] == "error"     # ...and ended failed
+    assert [e["stage"] for e in logs if e["event"] == "pipeline_failed"] == ["out"]

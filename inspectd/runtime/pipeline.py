@@ -701,11 +701,14 @@ class Pipeline:
             and ring.queued == 0 and ring.in_flight == 0 and ring.inspected == final["inspected"]
         log_fn = log.info if ok else log.error
         bus = self.publisher.stats
-        log_fn("pipeline_stopped", reason=reason, frames_accounted=ok,
+        error = self._errors[0][1] if self._errors else None
+        # An error found while shutting down (the last verdicts could not be written, say) is
+        # the reason too, as in the result: the stop began as end-of-stream but ended failed.
+        stop_reason = "error" if error is not None else reason
+        log_fn("pipeline_stopped", reason=stop_reason, frames_accounted=ok,
                **{k: v for k, v in final.items() if k not in ("queued", "in_flight")},
                bus={k: bus.get(k, 0) for k in ("emitted", "sent", "not_sent", "queue_full",
                                                "uninspected_frames", "tap_errors")})
-        error = self._errors[0][1] if self._errors else None
         code = 0
         if error is not None:
             # At run time only a configuration error found late (a ring too big for memory
@@ -714,7 +717,7 @@ class Pipeline:
                 else EXIT_FAILURE
         elif not ok:
             code = 1
-        return PipelineResult(exit_code=code, reason="error" if error else reason, counters=final, error=error)
+        return PipelineResult(exit_code=code, reason=stop_reason, counters=final, error=error)
 
     @staticmethod
     def _close_quietly(close: Callable[[], object]) -> None:
