@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
 
     from inspectd.backends.onnx_model import LABEL_OUTPUTS, cache_dir, prepare
-    from inspectd.bench.peers import export_peer, ultralytics_missing
+    from inspectd.bench.peers import export_peer, interleave, ultralytics_missing
     from inspectd.model import default_model_path
 
     missing = ultralytics_missing()
@@ -73,14 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         shape = tuple(int(d) for d in pm.input(0).get_shape())
         graphs[name] = (core.compile_model(pm, "CPU", props), np.random.default_rng(0).random(shape, dtype=np.float32))
     runners = {k: _runner(c, x, args.streams) for k, (c, x) in graphs.items()}
-    fps: dict[str, list[float]] = {k: [] for k in runners}
-    keys = list(runners)
-    for r in range(args.rounds):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            runners[k](2 * args.streams)                    # unmeasured: requests warm
-            t = time.perf_counter()
-            runners[k](args.calls)
-            fps[k].append(args.calls / (time.perf_counter() - t))
+    # The bench's own interleaving (rotating order, one unmeasured run first); one "call" here is
+    # --calls frames with the requests kept in flight, so calls/s x --calls is frames/s.
+    per_run, _ = interleave({k: (lambda run=run: run(args.calls)) for k, run in runners.items()},
+                            rounds=args.rounds, per_round=1)
+    fps = {k: [v * args.calls for v in vs] for k, vs in per_run.items()}
     seg = [a / b for a, b in zip(fps["inspectd"], fps["yolo11n-seg"])]
     det = [a / b for a, b in zip(fps["inspectd"], fps["yolo11n"])]
     med = {k: statistics.median(v) for k, v in fps.items()}

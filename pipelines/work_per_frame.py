@@ -3,6 +3,7 @@
 
     python pipelines/work_per_frame.py --record outputs.npz --frames 100
     python pipelines/work_per_frame.py --replay outputs.npz --frames 300 --passes 5 [--parts stage,publish]
+    python pipelines/work_per_frame.py --replay outputs.npz --frames 200 --parts stage --profile
 
 ``--record`` runs the default model (OpenVINO fp32) once on the bench's NEU frames and keeps the
 frames and the model's outputs. ``--replay`` then needs no runtime at all: it feeds the recorded
@@ -14,6 +15,8 @@ pipeline's threads do, and prints each part's CPU time per frame (``time.thread_
 CPU time on a shared virtual machine drifts with the minute; for a figure that does not,
 count instructions: run ``--replay`` under ``valgrind --tool=callgrind`` at two ``--frames``
 values (e.g. 0 and 200) and divide the difference of the totals by the difference of frames.
+``--profile`` adds cProfile's top functions and the Python-level calls per frame of one more
+pass (it replaces ``pipelines/postprocess_cpu.py``, which timed the stage alone this way).
 The script uses only interfaces that older versions have, so it can time them too
 (``PYTHONPATH=<old checkout> python pipelines/work_per_frame.py --replay ...``).
 """
@@ -65,7 +68,7 @@ def _stage(backend: Any) -> Any:
     return InferenceStage(backend, InferenceConfig(in_flight=1), MergeConfig())
 
 
-def replay(path: Path, frames: int, passes: int, parts: set[str]) -> None:
+def replay(path: Path, frames: int, passes: int, parts: set[str], profile: bool = False) -> None:
     import zmq
 
     from inspectd.bus.config import BusConfig
@@ -112,7 +115,12 @@ def replay(path: Path, frames: int, passes: int, parts: set[str]) -> None:
 
     best = {"stage": float("inf"), "publish": float("inf"), "alarms": float("inf")}
     index = 1
-    for _ in range(max(1, passes)):
+    prof = None
+    for turn in range(max(1, passes) + profile):
+        if turn == passes:                  # the extra pass, profiled, not timed
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
         spent = dict.fromkeys(best, 0.0)
         for _ in range(frames):
             frame = _frame(images[index % len(images)], index)
@@ -132,12 +140,20 @@ def replay(path: Path, frames: int, passes: int, parts: set[str]) -> None:
             spent["stage"] += t1 - t0
             spent["publish"] += t2 - t1
             spent["alarms"] += t3 - t2
+        if prof is not None:
+            prof.disable()
+            break
         for k, v in spent.items():
             best[k] = min(best[k], 1000 * v / max(1, frames))
     sock.close(0)
     total = sum(best.values())
     print(f"{frames} frames x {passes} passes, CPU ms per frame (best pass): "
           + ", ".join(f"{k} {v:.3f}" for k, v in best.items()) + f"; total {total:.3f}")
+    if prof is not None:
+        import pstats
+        stats = pstats.Stats(prof)
+        print(f"{stats.total_calls / max(1, frames):.0f} Python-level calls per frame")
+        stats.sort_stats("tottime").print_stats(12)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--replay", type=Path, metavar="NPZ", help="time the work on outputs recorded before")
     p.add_argument("--frames", type=int, default=200, help="frames to record, or to replay per pass")
     p.add_argument("--passes", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="--replay: also profile one more pass")
     p.add_argument("--parts", default="stage,publish,alarms",
                    help="what runs after the stage: publish (encoding, sending), alarms (needs publish)")
     args = p.parse_args(argv)
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.replay.is_file():
             print(f"work_per_frame: {args.replay}: no such file (make it with --record)", file=sys.stderr)
             return 2
-        replay(args.replay, args.frames, args.passes, parts)
+        replay(args.replay, args.frames, args.passes, parts, args.profile)
     return 0
 
 

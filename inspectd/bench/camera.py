@@ -219,6 +219,7 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         icfg = InferenceConfig(model=checkpoint, device="cpu", threads=opts.threads, in_flight=opts.in_flight,
                                streams=opts.streams)
         factory = BackendFactory(checkpoint, opts.threads, None, [], progress, streams=icfg.streams_for("openvino"))
+        streams = icfg.streams_for(backend_name.split("-")[0])     # "openvino-bf16" -> openvino's
 
         def cfg_for(kind: Literal["video", "genicam"]):
             cfg = default_config()
@@ -282,8 +283,8 @@ def run_camera_bench(opts: BenchOptions, rates: list[float | None], seconds: flo
         "frames": {"count": len(frames), "height": h, "width": w, "pixels": "viky (genicam simulator) Mono8",
                    "recording": "FFV1 .mkv written with OpenCV"},
         "threads": opts.threads,
-        "streams": icfg.streams_for(backend_name.split("-")[0]),
-        "in_flight": icfg.in_flight_for(icfg.streams_for(backend_name.split("-")[0])),
+        "streams": streams,
+        "in_flight": icfg.in_flight_for(streams),
         "recording": recording,
         "recording_after": again,
         "camera": runs,
