@@ -38,6 +38,7 @@ import re
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -190,8 +191,112 @@ def _f(x: Any, digits: int) -> float:
     return round(x, digits) if math.isfinite(x) else 0.0
 
 
+@dataclass(slots=True)
+class Wire:
+    """One message as it goes out: its topic and payload bytes, and the payload as a dict
+    (for taps and watchers), decoded from the bytes on first use where it was not built as one."""
+
+    kind: str
+    seq: int
+    topic: bytes
+    payload: bytes
+    msg: dict[str, Any] | None = None
+
+    def message(self) -> dict[str, Any]:
+        if self.msg is None:
+            self.msg = json.loads(self.payload)
+        return self.msg
+
+
+def wire(msg: dict[str, Any]) -> Wire:
+    """A message built as a dict, ready to send."""
+    return Wire(msg["kind"], msg["seq"], topic_for(msg), encode(msg), msg)
+
+
+# -- verdict and defect payloads as text -------------------------------------------------
+# These go out for every frame (a verdict, and a message per defect), so they are written as
+# text from per-encoder templates instead of built as dicts and run through json: the keys
+# are written once, each defect's fields once for both of its messages, and the pixel and mm
+# values ("%.1f") without round() and repr. The bytes are exactly encode() of the dicts the
+# plain path builds (the same rounding, key order and float text); tests/test_bus_wire.py
+# compares the two on many verdicts, odd values included.
+
+_quote = json.encoder.encode_basestring       # a str as JSON (ensure_ascii=False, as _JSON)
+
+# Below this, "%.1f" has at most 15 significant digits: then the text is exactly the repr of
+# round(x, 1) (both round the exact binary value to one decimal the same way), as json writes it.
+_ONE_DECIMAL_BELOW = 1e14
+
+
+def _num(x: Any, digits: int) -> str:
+    """``_f(x, digits)`` as JSON text (json writes a float as its repr)."""
+    return repr(_f(x, digits))
+
+
+def _num_or_null(x: Any, digits: int) -> str:
+    return "null" if x is None else repr(_f(x, digits))
+
+
+def _four_tenths(a: Any, b: Any, c: Any, d: Any) -> str:
+    """Four values rounded to one decimal, as the items of a JSON array."""
+    top = _ONE_DECIMAL_BELOW
+    if -top < a < top and -top < b < top and -top < c < top and -top < d < top:   # False for NaN too
+        return "%.1f,%.1f,%.1f,%.1f" % (a, b, c, d)    # noqa: UP031 - one call formats all four
+    return ",".join([repr(_f(v, 1)) for v in (a, b, c, d)])
+
+
+def _raw(value: Any) -> str:
+    """A field copied as it is (an int, a str or None), as json writes it."""
+    if value is None:
+        return "null"
+    t = type(value)
+    if t is int:
+        return int.__repr__(value)
+    if t is str:
+        return _quote(value)
+    return _JSON.encode(value)
+
+
+_DEFECT_FIELDS = ('"class":%s,"score":%s,"box":[%s],"box_mm":[%s],"area_px":%d,"area_mm2":%s,'
+                  '"branch":%s,"rejects":%s')
+
+
+def defect_text(d: Defect, at: DefectPlacement) -> str:
+    """A defect's fields as JSON object members (no braces): an item of the verdict's
+    ``defects`` and the middle of the defect's own message."""
+    return _DEFECT_FIELDS % (_raw(d.cls), _num(d.score, 4), _four_tenths(*d.box), _four_tenths(*at.box_mm),
+                             int(d.area_px), _num(at.area_mm2, 2), _raw(d.branch),
+                             "true" if d.rejects else "false")
+
+
+def _envelope_template(kind: str, publisher: str, camera: str, fields: str) -> str:
+    """A payload's text with ``%`` slots for seq, kind_seq and publish_wall_ns, then ``fields``."""
+    def literal(value: str) -> str:
+        return _quote(value).replace("%", "%%")
+    return (f'{{"schema":{SCHEMA_VERSION},"kind":{literal(kind)},"seq":%d,"kind_seq":%d,'
+            f'"publisher":{literal(publisher)},"camera":{literal(camera)},"publish_wall_ns":%d,{fields}')
+
+
+_VERDICT_FIELDS = ('"frame":%d,"camera_frame_id":%s,"camera_timestamp_ns":%s,"width":%d,"height":%d,'
+                   '"capture_wall_ns":%d,"inference_start_wall_ns":%s,"inference_end_wall_ns":%s,'
+                   '"strip_position_m":%s,"frame_length_m":%s,"coil":%s,"coil_position_m":%s,'
+                   '"gate_deadline_wall_ns":%s,"gate_until_wall_ns":%s,"late":%s,"status":%s,"defects":[%s]}')
+# A defect message's frame fields (written once per verdict) go in the first %s.
+_DEFECT_MESSAGE_FIELDS = '%s"index":%d,"count":%d,%s,"gate_deadline_wall_ns":%s,"gate_until_wall_ns":%s,"crop":%s}'
+_FRAME_FIELDS = ('"frame":%d,"camera_frame_id":%s,"capture_wall_ns":%d,"strip_position_m":%s,"coil":%s,'
+                 '"coil_position_m":%s,"verdict_seq":%d,"verdict_status":%s,')
+
+
+@dataclass(slots=True)
+class VerdictText:
+    """What the defect messages of a verdict share with it, written once."""
+
+    frame_fields: str          # _FRAME_FIELDS filled in
+    defects: list[str]         # defect_text of each defect
+
+
 class EventEncoder:
-    """Builds the payload dicts of one publisher and numbers them.
+    """Builds the payloads of one publisher and numbers them.
 
     The numbering is thread-safe, but numbers are handed out in the order the dicts are
     built, so build them in the order they are sent (the publisher does, on its thread).
@@ -211,6 +316,9 @@ class EventEncoder:
         # The coil between the coil_start and the coil_end messages built so far (so a
         # heartbeat never names a coil before its start or after its end was sent).
         self._open_coil: dict[str, Any] | None = None
+        self._verdict_text = _envelope_template("verdict", self.publisher, self.camera, _VERDICT_FIELDS)
+        self._defect_text = _envelope_template("defect", self.publisher, self.camera, _DEFECT_MESSAGE_FIELDS)
+        self._topics: dict[tuple[str, str], bytes] = {}   # (kind, detail): verdict and defect topics
 
     # -- numbering ---------------------------------------------------------------
     @property
@@ -234,12 +342,24 @@ class EventEncoder:
                 self._seq += n
                 self._kind_seq[kind] += n
 
-    def _envelope(self, kind: str, publish_wall_ns: int | None) -> dict[str, Any]:
+    def _number(self, kind: str) -> tuple[int, int]:
+        """The next ``seq`` and ``kind_seq`` of a ``kind`` message."""
         with self._lock:
             seq = self._seq
             kind_seq = self._kind_seq[kind]
-            self._seq += 1
-            self._kind_seq[kind] += 1
+            self._seq = seq + 1
+            self._kind_seq[kind] = kind_seq + 1
+        return seq, kind_seq
+
+    def _topic(self, kind: str, detail: str) -> bytes:
+        key = (kind, detail)
+        t = self._topics.get(key)
+        if t is None:
+            t = self._topics[key] = topic(kind, self.camera, detail)
+        return t
+
+    def _envelope(self, kind: str, publish_wall_ns: int | None) -> dict[str, Any]:
+        seq, kind_seq = self._number(kind)
         return {
             "schema": SCHEMA_VERSION,
             "kind": kind,
@@ -270,74 +390,60 @@ class EventEncoder:
     def _m(value: float | None) -> float | None:
         return None if value is None else _f(value, 6)
 
-    @staticmethod
-    def defect_fields(d: Defect, at: DefectPlacement) -> dict[str, Any]:
-        x1, y1, x2, y2 = (float(v) for v in d.box)
-        return {
-            "class": d.cls,
-            "score": _f(d.score, 4),
-            "box": [_f(x1, 1), _f(y1, 1), _f(x2, 1), _f(y2, 1)],
-            "box_mm": [_f(v, 1) for v in at.box_mm],
-            "area_px": int(d.area_px),
-            "area_mm2": _f(at.area_mm2, 2),
-            "branch": d.branch,
-            "rejects": bool(d.rejects),
-        }
-
     # -- messages ----------------------------------------------------------------
     # Positions and gate times come placed with the verdict or report (runtime.placement);
     # here they are only copied and rounded for the wire.
-    def verdict(self, v: Verdict, publish_wall_ns: int | None = None) -> dict[str, Any]:
+    def verdict_wire(self, v: Verdict, publish_wall_ns: int | None = None) -> tuple[Wire, VerdictText]:
+        """The verdict message, and what its defect messages (``defect_wire``) reuse of it."""
         meta, at = v.meta, v.placement
-        msg = self._envelope("verdict", publish_wall_ns)
-        msg.update({
-            "frame": int(meta.index),
-            "camera_frame_id": meta.camera_frame_id,
-            "camera_timestamp_ns": meta.camera_timestamp_ns,
-            "width": int(meta.width),
-            "height": int(meta.height),
-            "capture_wall_ns": int(meta.capture_wall_ns),
-            "inference_start_wall_ns": self._wall(meta, v.inference_start_ns),
-            "inference_end_wall_ns": self._wall(meta, v.inference_end_ns),
-            "strip_position_m": _f(at.strip_position_m, 6),
-            "frame_length_m": _f(at.frame_length_m, 6),
-            "coil": at.coil.coil if at.coil else None,
-            "coil_position_m": self._m(at.coil_position_m),
-            "gate_deadline_wall_ns": at.gate_deadline_wall_ns,
-            "gate_until_wall_ns": at.gate_until_wall_ns,
-            "late": msg["publish_wall_ns"] > at.gate_deadline_wall_ns,
-            "status": v.status,
-            "defects": [self.defect_fields(d, da) for d, da in zip(v.defects, at.defects, strict=True)],
-        })
+        seq, kind_seq = self._number("verdict")
+        wall = time.time_ns() if publish_wall_ns is None else int(publish_wall_ns)
+        defects = [defect_text(d, da) for d, da in zip(v.defects, at.defects, strict=True)]
+        frame_id = _raw(meta.camera_frame_id)
+        coil = _raw(at.coil.coil if at.coil else None)
+        strip = _num(at.strip_position_m, 6)
+        coil_position = _num_or_null(at.coil_position_m, 6)
+        status = _raw(v.status)
+        text = self._verdict_text % (
+            seq, kind_seq, wall, meta.index, frame_id, _raw(meta.camera_timestamp_ns),
+            meta.width, meta.height, meta.capture_wall_ns,
+            _raw(self._wall(meta, v.inference_start_ns)), _raw(self._wall(meta, v.inference_end_ns)),
+            strip, _num(at.frame_length_m, 6), coil, coil_position,
+            _raw(at.gate_deadline_wall_ns), _raw(at.gate_until_wall_ns),
+            "true" if wall > at.gate_deadline_wall_ns else "false", status,
+            "{" + "},{".join(defects) + "}" if defects else "")
+        shared = _FRAME_FIELDS % (meta.index, frame_id, meta.capture_wall_ns, strip, coil, coil_position, seq, status)
         self._note_frame(meta.index, meta.coil)
-        return msg
+        return (Wire("verdict", seq, self._topic("verdict", v.status), text.encode("utf-8")),
+                VerdictText(shared, defects))
+
+    def defect_wire(self, v: Verdict, index: int, shared: VerdictText, crop: dict[str, Any] | None = None,
+                    publish_wall_ns: int | None = None) -> Wire:
+        """Defect ``index`` of verdict ``v`` on its own (``shared``: from ``verdict_wire``)."""
+        seq, kind_seq = self._number("defect")
+        wall = time.time_ns() if publish_wall_ns is None else int(publish_wall_ns)
+        da = v.placement.defects[index]
+        text = self._defect_text % (
+            seq, kind_seq, wall, shared.frame_fields, index, len(v.defects), shared.defects[index],
+            # The defect's own rows: a gate that can act on part of a frame needs only these.
+            _raw(da.gate_deadline_wall_ns), _raw(da.gate_until_wall_ns),
+            "null" if crop is None else _JSON.encode(crop))
+        return Wire("defect", seq, self._topic("defect", v.defects[index].cls), text.encode("utf-8"))
+
+    def verdict(self, v: Verdict, publish_wall_ns: int | None = None) -> dict[str, Any]:
+        """The verdict message as a dict (its payload decoded)."""
+        return self.verdict_wire(v, publish_wall_ns)[0].message()
 
     def defect(self, v: Verdict, index: int, verdict_seq: int, publish_wall_ns: int | None = None,
-               crop: dict[str, Any] | None = None, fields: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own.
-        ``fields``: the defect's entry in that verdict message, where the caller has it (the
-        same ``defect_fields``, not built twice)."""
+               crop: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own, as a dict."""
         meta, at = v.meta, v.placement
-        d, da = v.defects[index], at.defects[index]
-        msg = self._envelope("defect", publish_wall_ns)
-        msg.update({
-            "frame": int(meta.index),
-            "camera_frame_id": meta.camera_frame_id,
-            "capture_wall_ns": int(meta.capture_wall_ns),
-            "strip_position_m": _f(at.strip_position_m, 6),
-            "coil": at.coil.coil if at.coil else None,
-            "coil_position_m": self._m(at.coil_position_m),
-            "verdict_seq": int(verdict_seq),
-            "verdict_status": v.status,
-            "index": int(index),
-            "count": len(v.defects),
-            **(fields if fields is not None else self.defect_fields(d, da)),
-            # The defect's own rows: a gate that can act on part of a frame needs only these.
-            "gate_deadline_wall_ns": da.gate_deadline_wall_ns,
-            "gate_until_wall_ns": da.gate_until_wall_ns,
-            "crop": crop,
-        })
-        return msg
+        shared = VerdictText(
+            _FRAME_FIELDS % (meta.index, _raw(meta.camera_frame_id), meta.capture_wall_ns,
+                             _num(at.strip_position_m, 6), _raw(at.coil.coil if at.coil else None),
+                             _num_or_null(at.coil_position_m, 6), verdict_seq, _raw(v.status)),
+            [defect_text(d, da) for d, da in zip(v.defects, at.defects, strict=True)])
+        return self.defect_wire(v, index, shared, crop, publish_wall_ns).message()
 
     def uninspected(self, u: Uninspected, publish_wall_ns: int | None = None) -> dict[str, Any]:
         """Frames ``u.first.index .. u.last.index`` (``u.count`` of them) were not inspected."""

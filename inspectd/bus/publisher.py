@@ -37,7 +37,7 @@ import zmq
 from inspectd.bus.address import Address, parse_address
 from inspectd.bus.config import BusConfig
 from inspectd.bus.curve import CurveServer
-from inspectd.bus.messages import EventEncoder, encode, reason_token, topic_for
+from inspectd.bus.messages import EventEncoder, Wire, reason_token, wire
 from inspectd.bus.sockets import load_curve_server, open_server_socket
 from inspectd.domain.frames import FrameMeta
 from inspectd.domain.placement import Placement, StretchPlacement
@@ -453,15 +453,16 @@ class EventPublisher:
                 p = None
         if p is not None:
             self._emit_stretch(p)
-        msg = self.encoder.verdict(v)
-        self._send(msg)
+        out, shared = self.encoder.verdict_wire(v)
+        self._send_wire(out)
         if self.cfg.defects:
             for i in range(len(v.defects)):
                 crop_meta, jpeg = None, None
                 if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
                     crop_meta, jpeg = self._encode_crop(*item.crops[i])
-                self._send(self.encoder.defect(v, i, msg["seq"], crop=crop_meta, fields=msg["defects"][i]), jpeg)
-        self._watch(msg)          # the alarm detector sees what was sent
+                self._send_wire(self.encoder.defect_wire(v, i, shared, crop=crop_meta), jpeg)
+        if self._watcher is not None:
+            self._watch(out.message())          # the alarm detector sees what was sent
 
     def _watch(self, msg: dict) -> None:
         if self._watcher is None:
@@ -486,29 +487,30 @@ class EventPublisher:
                 "height": int(pixels.shape[0]), "bytes": len(data)}, data
 
     def _send(self, msg: dict, extra: bytes | None = None) -> None:
+        self._send_wire(wire(msg), extra)
+
+    def _send_wire(self, w: Wire, extra: bytes | None = None) -> None:
         c = self._counts
         c.emitted += 1
-        topic = topic_for(msg)
-        c.by_kind[msg["kind"]] = c.by_kind.get(msg["kind"], 0) + 1
+        c.by_kind[w.kind] = c.by_kind.get(w.kind, 0) + 1
         sock = self._sock
         if sock is not None:
-            payload = encode(msg)
             try:
-                sock.send(topic, _SEND_MORE)
+                sock.send(w.topic, _SEND_MORE)
                 if extra is None:
-                    sock.send(payload, _SEND_LAST)
+                    sock.send(w.payload, _SEND_LAST)
                 else:
-                    sock.send(payload, _SEND_MORE)
+                    sock.send(w.payload, _SEND_MORE)
                     sock.send(extra, _SEND_LAST)
                 c.sent += 1
             except zmq.Again:
                 c.not_sent += 1
             except zmq.ZMQError as exc:
                 c.not_sent += 1
-                log.warning("bus_send_failed", error=exc.strerror, seq=msg["seq"])
+                log.warning("bus_send_failed", error=exc.strerror, seq=w.seq)
         if self._tap is not None:
             try:
-                self._tap(topic, msg)
+                self._tap(w.topic, w.message())
             except Exception as exc:  # noqa: BLE001 - a failing --out file must not stop the bus
                 c.tap_errors += 1
                 if not self._tap_error_logged:
