@@ -156,18 +156,24 @@ def test_verdict_and_defect_payloads_are_the_bytes_json_writes_for_the_reference
     for index in range(1500):
         v = make_verdict(rng, index)
         wall = v.placement.gate_deadline_wall_ns + rng.choice([-1, 0, 1])       # late or not
-        out, shared = enc.verdict_wire(v, publish_wall_ns=wall)
+        as_dict = index % 2 == 1
+        out, shared = enc.verdict_wire(v, publish_wall_ns=wall, as_dict=as_dict)
+        assert (out.msg is not None) == as_dict
         got = out.message()
         ref = ref_verdict(ref_envelope(enc, "verdict", got["seq"], got["kind_seq"], wall), v)
         assert out.payload == encode(ref), (index, ref)
         assert (out.kind, out.seq, out.topic) == ("verdict", ref["seq"], topic_for(ref))
+        # A dict built beside the text (for taps and watchers) is what subscribers decode.
+        assert encode(got) == out.payload
         for i in range(len(v.defects)):
             crop = rng.choice([None, {"format": "jpeg", "box": [1, 2, 30, 40], "width": 29, "height": 38, "bytes": 999}])
-            d = enc.defect_wire(v, i, shared, crop=crop, publish_wall_ns=wall + 1)
+            d = enc.defect_wire(v, i, shared, crop=crop, publish_wall_ns=wall + 1, as_dict=as_dict)
+            assert (d.msg is not None) == as_dict
             got = d.message()
             ref_d = ref_defect(ref_envelope(enc, "defect", got["seq"], got["kind_seq"], wall + 1), v, i, out.seq, crop)
             assert d.payload == encode(ref_d), (index, i, ref_d)
             assert (d.kind, d.seq, d.topic) == ("defect", ref_d["seq"], topic_for(ref_d))
+            assert encode(got) == d.payload
 
 
 def test_the_dict_methods_return_the_payload_decoded_and_number_like_the_wire():

@@ -215,84 +215,76 @@ def wire(msg: dict[str, Any]) -> Wire:
 
 # -- verdict and defect payloads as text -------------------------------------------------
 # These go out for every frame (a verdict, and a message per defect), so they are written as
-# text from per-encoder templates instead of built as dicts and run through json: the keys
-# are written once, each defect's fields once for both of its messages, and the pixel and mm
-# values ("%.1f") without round() and repr. The bytes are exactly encode() of the dicts the
-# plain path builds (the same rounding, key order and float text); tests/test_bus_wire.py
-# compares the two on many verdicts, odd values included.
+# text by f-strings instead of built as dicts and run through json: the keys are constants,
+# each defect's fields are written once for both of its messages, and each value is rounded
+# by "%.Nf" (cheap) instead of round() and repr (each several times dearer). The bytes are
+# exactly encode() of the dicts the plain path builds (the same rounding, key order and float
+# text); tests/test_bus_wire.py compares the two on many verdicts, odd values included. Where
+# a tap or watcher needs the message as a dict, it is built from the same texts (float() of a
+# value's text is the rounded float), cheaper than decoding the payload.
 
 _quote = json.encoder.encode_basestring       # a str as JSON (ensure_ascii=False, as _JSON)
 
-# Below this, "%.1f" has at most 15 significant digits: then the text is exactly the repr of
-# round(x, 1) (both round the exact binary value to one decimal the same way), as json writes it.
-_ONE_DECIMAL_BELOW = 1e14
+# "%.Nf" rounds the exact binary value to N decimals as round(x, N) does. With at most 15
+# significant digits, that decimal with its trailing zeros dropped is the shortest text of the
+# rounded float, i.e. its repr, which json writes; repr has no exponent from 1e-4 up to 1e16.
+_FIXED = {n: f"%.{n}f" for n in range(1, 7)}
+_FIXED_BELOW = {n: 10.0 ** (15 - n) for n in _FIXED}
 
 
 def _num(x: Any, digits: int) -> str:
-    """``_f(x, digits)`` as JSON text (json writes a float as its repr)."""
+    """``_f(x, digits)`` (1 to 6 digits) as JSON text."""
+    if 1e-4 <= abs(x) < _FIXED_BELOW[digits]:        # False for NaN and inf too
+        text = (_FIXED[digits] % x).rstrip("0")
+        return text + "0" if text[-1] == "." else text
     return repr(_f(x, digits))
 
 
 def _num_or_null(x: Any, digits: int) -> str:
-    return "null" if x is None else repr(_f(x, digits))
+    return "null" if x is None else _num(x, digits)
+
+
+def _float_or_none(text: str) -> float | None:
+    return None if text == "null" else float(text)
 
 
 def _four_tenths(a: Any, b: Any, c: Any, d: Any) -> str:
-    """Four values rounded to one decimal, as the items of a JSON array."""
-    top = _ONE_DECIMAL_BELOW
+    """Four values rounded to one decimal, as the items of a JSON array (no zeros to drop)."""
+    top = _FIXED_BELOW[1]
     if -top < a < top and -top < b < top and -top < c < top and -top < d < top:   # False for NaN too
         return "%.1f,%.1f,%.1f,%.1f" % (a, b, c, d)    # noqa: UP031 - one call formats all four
     return ",".join([repr(_f(v, 1)) for v in (a, b, c, d)])
 
 
-def _raw(value: Any) -> str:
-    """A field copied as it is (an int, a str or None), as json writes it."""
-    if value is None:
-        return "null"
-    t = type(value)
-    if t is int:
-        return int.__repr__(value)
-    if t is str:
-        return _quote(value)
-    return _JSON.encode(value)
+def defect_parts(d: Defect, at: DefectPlacement, as_dict: bool) -> tuple[str, dict[str, Any] | None]:
+    """A defect's fields as JSON object members (no braces: an item of the verdict's
+    ``defects`` and the middle of the defect's own message), and as a dict if ``as_dict``."""
+    score, box, box_mm, area_mm2 = _num(d.score, 4), _four_tenths(*d.box), _four_tenths(*at.box_mm), _num(at.area_mm2, 2)
+    area_px, rejects = int(d.area_px), bool(d.rejects)
+    text = (f'"class":{_quote(d.cls)},"score":{score},"box":[{box}],"box_mm":[{box_mm}],"area_px":{area_px},'
+            f'"area_mm2":{area_mm2},"branch":{_quote(d.branch)},"rejects":{"true" if rejects else "false"}')
+    if not as_dict:
+        return text, None
+    return text, {"class": d.cls, "score": float(score), "box": list(map(float, box.split(","))),
+                  "box_mm": list(map(float, box_mm.split(","))), "area_px": area_px,
+                  "area_mm2": float(area_mm2), "branch": d.branch, "rejects": rejects}
 
 
-_DEFECT_FIELDS = ('"class":%s,"score":%s,"box":[%s],"box_mm":[%s],"area_px":%d,"area_mm2":%s,'
-                  '"branch":%s,"rejects":%s')
-
-
-def defect_text(d: Defect, at: DefectPlacement) -> str:
-    """A defect's fields as JSON object members (no braces): an item of the verdict's
-    ``defects`` and the middle of the defect's own message."""
-    return _DEFECT_FIELDS % (_raw(d.cls), _num(d.score, 4), _four_tenths(*d.box), _four_tenths(*at.box_mm),
-                             int(d.area_px), _num(at.area_mm2, 2), _raw(d.branch),
-                             "true" if d.rejects else "false")
-
-
-def _envelope_template(kind: str, publisher: str, camera: str, fields: str) -> str:
-    """A payload's text with ``%`` slots for seq, kind_seq and publish_wall_ns, then ``fields``."""
-    def literal(value: str) -> str:
-        return _quote(value).replace("%", "%%")
-    return (f'{{"schema":{SCHEMA_VERSION},"kind":{literal(kind)},"seq":%d,"kind_seq":%d,'
-            f'"publisher":{literal(publisher)},"camera":{literal(camera)},"publish_wall_ns":%d,{fields}')
-
-
-_VERDICT_FIELDS = ('"frame":%d,"camera_frame_id":%s,"camera_timestamp_ns":%s,"width":%d,"height":%d,'
-                   '"capture_wall_ns":%d,"inference_start_wall_ns":%s,"inference_end_wall_ns":%s,'
-                   '"strip_position_m":%s,"frame_length_m":%s,"coil":%s,"coil_position_m":%s,'
-                   '"gate_deadline_wall_ns":%s,"gate_until_wall_ns":%s,"late":%s,"status":%s,"defects":[%s]}')
-# A defect message's frame fields (written once per verdict) go in the first %s.
-_DEFECT_MESSAGE_FIELDS = '%s"index":%d,"count":%d,%s,"gate_deadline_wall_ns":%s,"gate_until_wall_ns":%s,"crop":%s}'
-_FRAME_FIELDS = ('"frame":%d,"camera_frame_id":%s,"capture_wall_ns":%d,"strip_position_m":%s,"coil":%s,'
-                 '"coil_position_m":%s,"verdict_seq":%d,"verdict_status":%s,')
+def _frame_fields(frame: int, frame_id: int | str, capture: int, strip: str, coil: str, coil_position: str,
+                  verdict_seq: int, status: str) -> str:
+    """A defect message's fields from "frame" to "verdict_status" (values as JSON text or ints)."""
+    return (f'"frame":{frame},"camera_frame_id":{frame_id},"capture_wall_ns":{capture},"strip_position_m":{strip},'
+            f'"coil":{coil},"coil_position_m":{coil_position},"verdict_seq":{verdict_seq},"verdict_status":{status},')
 
 
 @dataclass(slots=True)
-class VerdictText:
+class VerdictParts:
     """What the defect messages of a verdict share with it, written once."""
 
-    frame_fields: str          # _FRAME_FIELDS filled in
-    defects: list[str]         # defect_text of each defect
+    frame_fields: str                          # "frame" .. "verdict_status" of a defect message
+    defects: list[str]                         # each defect's fields (defect_parts)
+    frame_dict: dict[str, Any] | None = None   # the same as dicts, where dicts were asked for
+    defect_dicts: list[dict[str, Any]] | None = None
 
 
 class EventEncoder:
@@ -316,8 +308,9 @@ class EventEncoder:
         # The coil between the coil_start and the coil_end messages built so far (so a
         # heartbeat never names a coil before its start or after its end was sent).
         self._open_coil: dict[str, Any] | None = None
-        self._verdict_text = _envelope_template("verdict", self.publisher, self.camera, _VERDICT_FIELDS)
-        self._defect_text = _envelope_template("defect", self.publisher, self.camera, _DEFECT_MESSAGE_FIELDS)
+        # The envelope's constant text: up to seq, and from kind_seq's value up to publish_wall_ns's.
+        self._heads = {k: f'{{"schema":{SCHEMA_VERSION},"kind":{_quote(k)},"seq":' for k in ("verdict", "defect")}
+        self._ids = f',"publisher":{_quote(self.publisher)},"camera":{_quote(self.camera)},"publish_wall_ns":'
         self._topics: dict[tuple[str, str], bytes] = {}   # (kind, detail): verdict and defect topics
 
     # -- numbering ---------------------------------------------------------------
@@ -393,56 +386,94 @@ class EventEncoder:
     # -- messages ----------------------------------------------------------------
     # Positions and gate times come placed with the verdict or report (runtime.placement);
     # here they are only copied and rounded for the wire.
-    def verdict_wire(self, v: Verdict, publish_wall_ns: int | None = None) -> tuple[Wire, VerdictText]:
-        """The verdict message, and what its defect messages (``defect_wire``) reuse of it."""
+    def verdict_wire(self, v: Verdict, publish_wall_ns: int | None = None,
+                     as_dict: bool = False) -> tuple[Wire, VerdictParts]:
+        """The verdict message, and what its defect messages (``defect_wire``) reuse of it.
+        ``as_dict``: build the dicts too (for a tap or watcher), else only the payload."""
         meta, at = v.meta, v.placement
         seq, kind_seq = self._number("verdict")
         wall = time.time_ns() if publish_wall_ns is None else int(publish_wall_ns)
-        defects = [defect_text(d, da) for d, da in zip(v.defects, at.defects, strict=True)]
-        frame_id = _raw(meta.camera_frame_id)
-        coil = _raw(at.coil.coil if at.coil else None)
-        strip = _num(at.strip_position_m, 6)
+        parts = [defect_parts(d, da, as_dict) for d, da in zip(v.defects, at.defects, strict=True)]
+        defects = [text for text, _ in parts]
+        frame, capture = int(meta.index), int(meta.capture_wall_ns)
+        frame_id, stamp = meta.camera_frame_id, meta.camera_timestamp_ns
+        start, end = self._wall(meta, v.inference_start_ns), self._wall(meta, v.inference_end_ns)
+        coil = at.coil.coil if at.coil else None
+        # Texts of the values: ints and "null" go into the f-strings as they are.
+        frame_id_t = "null" if frame_id is None else frame_id
+        coil_t = "null" if coil is None else _quote(coil)
+        strip, length = _num(at.strip_position_m, 6), _num(at.frame_length_m, 6)
         coil_position = _num_or_null(at.coil_position_m, 6)
-        status = _raw(v.status)
-        text = self._verdict_text % (
-            seq, kind_seq, wall, meta.index, frame_id, _raw(meta.camera_timestamp_ns),
-            meta.width, meta.height, meta.capture_wall_ns,
-            _raw(self._wall(meta, v.inference_start_ns)), _raw(self._wall(meta, v.inference_end_ns)),
-            strip, _num(at.frame_length_m, 6), coil, coil_position,
-            _raw(at.gate_deadline_wall_ns), _raw(at.gate_until_wall_ns),
-            "true" if wall > at.gate_deadline_wall_ns else "false", status,
-            "{" + "},{".join(defects) + "}" if defects else "")
-        shared = _FRAME_FIELDS % (meta.index, frame_id, meta.capture_wall_ns, strip, coil, coil_position, seq, status)
-        self._note_frame(meta.index, meta.coil)
-        return (Wire("verdict", seq, self._topic("verdict", v.status), text.encode("utf-8")),
-                VerdictText(shared, defects))
+        status = _quote(v.status)
+        late = wall > at.gate_deadline_wall_ns
+        text = (
+            f'{self._heads["verdict"]}{seq},"kind_seq":{kind_seq}{self._ids}{wall},'
+            f'"frame":{frame},"camera_frame_id":{frame_id_t},"camera_timestamp_ns":{"null" if stamp is None else stamp},'
+            f'"width":{int(meta.width)},"height":{int(meta.height)},"capture_wall_ns":{capture},'
+            f'"inference_start_wall_ns":{"null" if start is None else start},'
+            f'"inference_end_wall_ns":{"null" if end is None else end},'
+            f'"strip_position_m":{strip},"frame_length_m":{length},"coil":{coil_t},"coil_position_m":{coil_position},'
+            f'"gate_deadline_wall_ns":{at.gate_deadline_wall_ns},"gate_until_wall_ns":{at.gate_until_wall_ns},'
+            f'"late":{"true" if late else "false"},"status":{status},'
+            f'"defects":[{"{" + "},{".join(defects) + "}" if defects else ""}]}}')
+        shared = VerdictParts(_frame_fields(frame, frame_id_t, capture, strip, coil_t, coil_position, seq, status),
+                              defects)
+        msg = None
+        if as_dict:
+            shared.frame_dict = {
+                "frame": frame, "camera_frame_id": frame_id, "capture_wall_ns": capture,
+                "strip_position_m": float(strip), "coil": coil, "coil_position_m": _float_or_none(coil_position),
+                "verdict_seq": seq, "verdict_status": v.status}
+            shared.defect_dicts = [fields for _, fields in parts if fields is not None]
+            msg = {
+                "schema": SCHEMA_VERSION, "kind": "verdict", "seq": seq, "kind_seq": kind_seq,
+                "publisher": self.publisher, "camera": self.camera, "publish_wall_ns": wall,
+                "frame": frame, "camera_frame_id": frame_id, "camera_timestamp_ns": stamp,
+                "width": int(meta.width), "height": int(meta.height), "capture_wall_ns": capture,
+                "inference_start_wall_ns": start, "inference_end_wall_ns": end,
+                "strip_position_m": shared.frame_dict["strip_position_m"], "frame_length_m": float(length),
+                "coil": coil, "coil_position_m": shared.frame_dict["coil_position_m"],
+                "gate_deadline_wall_ns": at.gate_deadline_wall_ns, "gate_until_wall_ns": at.gate_until_wall_ns,
+                "late": late, "status": v.status, "defects": shared.defect_dicts}
+        self._note_frame(frame, meta.coil)
+        return Wire("verdict", seq, self._topic("verdict", v.status), text.encode("utf-8"), msg), shared
 
-    def defect_wire(self, v: Verdict, index: int, shared: VerdictText, crop: dict[str, Any] | None = None,
-                    publish_wall_ns: int | None = None) -> Wire:
-        """Defect ``index`` of verdict ``v`` on its own (``shared``: from ``verdict_wire``)."""
+    def defect_wire(self, v: Verdict, index: int, shared: VerdictParts, crop: dict[str, Any] | None = None,
+                    publish_wall_ns: int | None = None, as_dict: bool = False) -> Wire:
+        """Defect ``index`` of verdict ``v`` on its own (``shared``: from ``verdict_wire``).
+        ``as_dict``: build the dict too (``shared`` must have its dicts, else it is decoded when asked for)."""
         seq, kind_seq = self._number("defect")
         wall = time.time_ns() if publish_wall_ns is None else int(publish_wall_ns)
+        # The defect's own rows: a gate that can act on part of a frame needs only these.
         da = v.placement.defects[index]
-        text = self._defect_text % (
-            seq, kind_seq, wall, shared.frame_fields, index, len(v.defects), shared.defects[index],
-            # The defect's own rows: a gate that can act on part of a frame needs only these.
-            _raw(da.gate_deadline_wall_ns), _raw(da.gate_until_wall_ns),
-            "null" if crop is None else _JSON.encode(crop))
-        return Wire("defect", seq, self._topic("defect", v.defects[index].cls), text.encode("utf-8"))
+        text = (f'{self._heads["defect"]}{seq},"kind_seq":{kind_seq}{self._ids}{wall},{shared.frame_fields}'
+                f'"index":{int(index)},"count":{len(v.defects)},{shared.defects[index]},'
+                f'"gate_deadline_wall_ns":{da.gate_deadline_wall_ns},"gate_until_wall_ns":{da.gate_until_wall_ns},'
+                f'"crop":{"null" if crop is None else _JSON.encode(crop)}}}')
+        msg = None
+        if as_dict and shared.frame_dict is not None and shared.defect_dicts is not None:
+            msg = {"schema": SCHEMA_VERSION, "kind": "defect", "seq": seq, "kind_seq": kind_seq,
+                   "publisher": self.publisher, "camera": self.camera, "publish_wall_ns": wall,
+                   **shared.frame_dict, "index": int(index), "count": len(v.defects), **shared.defect_dicts[index],
+                   "gate_deadline_wall_ns": da.gate_deadline_wall_ns, "gate_until_wall_ns": da.gate_until_wall_ns,
+                   "crop": crop}
+        return Wire("defect", seq, self._topic("defect", v.defects[index].cls), text.encode("utf-8"), msg)
 
     def verdict(self, v: Verdict, publish_wall_ns: int | None = None) -> dict[str, Any]:
-        """The verdict message as a dict (its payload decoded)."""
-        return self.verdict_wire(v, publish_wall_ns)[0].message()
+        """The verdict message as a dict."""
+        return self.verdict_wire(v, publish_wall_ns, as_dict=True)[0].message()
 
     def defect(self, v: Verdict, index: int, verdict_seq: int, publish_wall_ns: int | None = None,
                crop: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defect ``index`` of verdict ``v`` (sent as message ``verdict_seq``) on its own, as a dict."""
         meta, at = v.meta, v.placement
-        shared = VerdictText(
-            _FRAME_FIELDS % (meta.index, _raw(meta.camera_frame_id), meta.capture_wall_ns,
-                             _num(at.strip_position_m, 6), _raw(at.coil.coil if at.coil else None),
-                             _num_or_null(at.coil_position_m, 6), verdict_seq, _raw(v.status)),
-            [defect_text(d, da) for d, da in zip(v.defects, at.defects, strict=True)])
+        coil = at.coil.coil if at.coil else None
+        shared = VerdictParts(
+            _frame_fields(int(meta.index), "null" if meta.camera_frame_id is None else meta.camera_frame_id,
+                          int(meta.capture_wall_ns), _num(at.strip_position_m, 6),
+                          "null" if coil is None else _quote(coil), _num_or_null(at.coil_position_m, 6),
+                          int(verdict_seq), _quote(v.status)),
+            [defect_parts(d, da, False)[0] for d, da in zip(v.defects, at.defects, strict=True)])
         return self.defect_wire(v, index, shared, crop, publish_wall_ns).message()
 
     def uninspected(self, u: Uninspected, publish_wall_ns: int | None = None) -> dict[str, Any]:

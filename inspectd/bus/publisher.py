@@ -47,6 +47,9 @@ from inspectd.domain.verdicts import Uninspected, Verdict
 # Python for every part.
 _SEND_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _SEND_LAST = int(zmq.NOBLOCK)
+# The backend's send, called directly: pyzmq's Python-level Socket.send only adds the DRAFT
+# routing_id and group arguments before calling it, and costs as much again per part.
+_zmq_send = zmq.backend.Socket.send
 
 log = structlog.get_logger("inspectd.bus")
 
@@ -453,14 +456,16 @@ class EventPublisher:
                 p = None
         if p is not None:
             self._emit_stretch(p)
-        out, shared = self.encoder.verdict_wire(v)
+        # Dicts only for those who read them: the tap (all messages) and the watcher (verdicts).
+        tapped = self._tap is not None
+        out, shared = self.encoder.verdict_wire(v, as_dict=tapped or self._watcher is not None)
         self._send_wire(out)
         if self.cfg.defects:
             for i in range(len(v.defects)):
                 crop_meta, jpeg = None, None
                 if item.crops is not None and i < len(item.crops) and item.crops[i] is not None:
                     crop_meta, jpeg = self._encode_crop(*item.crops[i])
-                self._send_wire(self.encoder.defect_wire(v, i, shared, crop=crop_meta), jpeg)
+                self._send_wire(self.encoder.defect_wire(v, i, shared, crop=crop_meta, as_dict=tapped), jpeg)
         if self._watcher is not None:
             self._watch(out.message())          # the alarm detector sees what was sent
 
@@ -496,12 +501,12 @@ class EventPublisher:
         sock = self._sock
         if sock is not None:
             try:
-                sock.send(w.topic, _SEND_MORE)
+                _zmq_send(sock, w.topic, _SEND_MORE)
                 if extra is None:
-                    sock.send(w.payload, _SEND_LAST)
+                    _zmq_send(sock, w.payload, _SEND_LAST)
                 else:
-                    sock.send(w.payload, _SEND_MORE)
-                    sock.send(extra, _SEND_LAST)
+                    _zmq_send(sock, w.payload, _SEND_MORE)
+                    _zmq_send(sock, extra, _SEND_LAST)
                 c.sent += 1
             except zmq.Again:
                 c.not_sent += 1
