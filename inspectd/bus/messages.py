@@ -290,8 +290,10 @@ class VerdictParts:
 class EventEncoder:
     """Builds the payloads of one publisher and numbers them.
 
-    The numbering is thread-safe, but numbers are handed out in the order the dicts are
+    The numbering is thread-safe, but numbers are handed out in the order the messages are
     built, so build them in the order they are sent (the publisher does, on its thread).
+    Verdicts and defects, one per frame and per defect, are written as text (``verdict_wire``,
+    ``defect_wire``); the other kinds are built as dicts and encoded by ``encode``.
     """
 
     def __init__(self, camera: str, line: LineConfig, publisher_id: str | None = None,
