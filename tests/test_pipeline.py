@@ -225,7 +225,7 @@ def test_dead_publisher_stops_the_service_non_zero(tmp_path, monkeypatch):
     video = tmp_path / "r.avi"
     write_video(video, 400)
     calls = {"n": 0}
-    real = EventEncoder.verdict
+    real = EventEncoder.verdict_wire
 
     def verdict_then_crash(self, *a, **kw):
         calls["n"] += 1
@@ -233,7 +233,7 @@ def test_dead_publisher_stops_the_service_non_zero(tmp_path, monkeypatch):
             raise RuntimeError("encoder bug")
         return real(self, *a, **kw)
 
-    monkeypatch.setattr(EventEncoder, "verdict", verdict_then_crash)
+    monkeypatch.setattr(EventEncoder, "verdict_wire", verdict_then_crash)
     result = Pipeline(_cfg(video), backend=ThresholdBackend(delay_s=0.01), handle_signals=False).run()
     assert result.exit_code == 1 and result.reason == "error"
     assert isinstance(result.error, RuntimeError) and "encoder bug" in str(result.error)
