@@ -176,7 +176,7 @@ def test_verdict_and_defect_payloads_are_the_bytes_json_writes_for_the_reference
             assert encode(got) == d.payload
 
 
-def test_the_dict_methods_return_the_payload_decoded_and_number_like_the_wire():
+def test_the_dict_methods_build_the_reference_dicts_and_number_like_the_wire():
     rng = random.Random(7)
     enc = EventEncoder("cam0", LineConfig(), publisher_id="p1")
     v = make_verdict(rng, 3)
