@@ -113,6 +113,9 @@ def replay(path: Path, frames: int, passes: int, parts: set[str], profile: bool 
     images = data["images"]
     stage.process(_frame(images[0], 0))     # per-size state built outside the count
 
+    # What the publisher hands its watcher (the alarm detector, in the pipeline) is kept here.
+    sent: list[dict] = []
+    publisher._watcher = type("Tap", (), {"observe": staticmethod(sent.append)})()
     best = {"stage": float("inf"), "publish": float("inf"), "alarms": float("inf")}
     index = 1
     prof = None
@@ -128,9 +131,8 @@ def replay(path: Path, frames: int, passes: int, parts: set[str], profile: bool 
             t0 = time.thread_time()
             verdict = stage.process(frame)
             t1 = time.thread_time()
-            sent: list[dict] = []
+            sent.clear()
             if "publish" in parts:
-                publisher._watcher = type("Tap", (), {"observe": staticmethod(sent.append)})()
                 publisher._emit_verdict(_Item("verdict", verdict))
             t2 = time.thread_time()
             if "alarms" in parts:

@@ -115,10 +115,15 @@ def test_seg_components_match_a_pixel_by_pixel_reference():
     mean probability, against cv2's plain labelling and per-label sums written out."""
     import cv2
     rng = np.random.default_rng(7)
-    cfg = MergeConfig(rules={"scratches": ClassRule(seg_min_prob=0.7, seg_min_component_px=3)})
-    for _ in range(30):
+    configs = [MergeConfig(rules={"scratches": ClassRule(seg_min_prob=0.7, seg_min_component_px=3)}),
+               MergeConfig(default=ClassRule(seg_min_prob=0.0, seg_min_component_px=1))]
+    for i in range(40):
+        cfg = configs[i % 2]
         noise = cv2.GaussianBlur(rng.uniform(0, 1, (120, 160)).astype(np.float32), (0, 0), 3)
         labels = np.digitize(noise, np.quantile(noise, [0.55, 0.7, 0.85])).astype(np.uint8)
+        if i % 4 >= 2:              # one class only (the usual frame), in a corner of the frame
+            labels = (labels[:60, :70] > 1) * np.uint8(1 + i % 3)
+            labels = np.pad(labels, ((60, 0), (90, 0)))
         conf = rng.uniform(0.3, 1.0, labels.shape).astype(np.float32)
         got = seg_components(labels, conf, SEG, cfg)
         want = []

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inspectd.model.decode import postprocess
-from inspectd.runtime.tile_detections import decode_tiles, nms_sorted
+from inspectd.runtime.tile_detections import _MATRIX_MAX, decode_tiles, nms_sorted
 
 
 def random_det(n: int, a: int, nc: int, seed: int) -> np.ndarray:
@@ -24,12 +24,13 @@ def random_det(n: int, a: int, nc: int, seed: int) -> np.ndarray:
     return det
 
 
-@pytest.mark.parametrize("seed,max_det,max_nms", [(0, 300, 3000), (1, 5, 3000), (2, 300, 40)])
-def test_same_as_model_postprocess(seed, max_det, max_nms):
-    det = random_det(4, 400, 6, seed)
+@pytest.mark.parametrize("seed,max_det,max_nms,tiles", [(0, 300, 3000, 4), (1, 5, 3000, 4), (2, 300, 40, 4),
+                                                        (3, 300, 3000, 1), (4, 3, 20, 1)])
+def test_same_as_model_postprocess(seed, max_det, max_nms, tiles):
+    det = random_det(tiles, 400, 6, seed)
     ref = postprocess(torch.from_numpy(det), 0.1, 0.45, max_det, max_nms)
     got = decode_tiles(det, 0.1, 0.45, max_det, max_nms)
-    assert len(got) >= 20
+    assert len(got) >= min(20, max_det * tiles)
     for i, r in enumerate(ref):
         r = r.numpy()
         mine = got.tiles == i
@@ -54,6 +55,21 @@ def _greedy(boxes: np.ndarray, iou_thres: float) -> list[bool]:
     for i in range(len(boxes)):
         keep.append(not any(keep[j] and iou[j, i] > iou_thres for j in range(i)))
     return keep
+
+
+def test_nms_of_many_boxes_row_by_row_matches_the_definition():
+    # Above _MATRIX_MAX boxes, each kept box computes its own row instead of the whole matrix.
+    rng = np.random.default_rng(11)
+    n = _MATRIX_MAX + 88
+    xy = rng.uniform(0, 300, (n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (n, 2)).astype(np.float32)], 1)
+    groups = rng.integers(0, 2, n)
+    for t in (0.3, 0.6):
+        assert nms_sorted(boxes, t).tolist() == _greedy(boxes, t)
+        want = np.zeros(n, bool)
+        for g in range(2):
+            want[groups == g] = _greedy(boxes[groups == g], t)
+        assert nms_sorted(boxes, t, groups).tolist() == want.tolist()
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -124,48 +124,68 @@ def seg_components(labels: np.ndarray, conf: np.ndarray, seg_class_names: Sequen
 
     ``labels`` [H, W] uint8 is the arg-max class per pixel, ``conf`` [H, W] float32 its
     probability. Per class, pixels with probability >= the rule's ``seg_min_prob`` form
-    regions; regions under ``seg_min_component_px`` are dropped.
+    regions; regions under ``seg_min_component_px`` are dropped. Regions come class by class,
+    in the model's class order.
     """
-    boxes, areas, scores, names = [], [], [], []
-    if not labels.any():            # the usual frame: nothing but background
+    # Label only the rectangle holding the defect pixels: defects are usually local, and the
+    # labelling and the per-region sums cost per pixel labelled.
+    x0, y0, w, h = cv2.boundingRect(labels)
+    if w == 0:                      # the usual frame: nothing but background
         return SegComponents.empty()
-    confident: dict[float, np.ndarray] = {}     # one threshold pass per distinct seg_min_prob
+    labels, conf = labels[y0:y0 + h, x0:x0 + w], conf[y0:y0 + h, x0:x0 + w]
+    # Classes that share a seg_min_prob (usually all: the default rule's) are found together.
+    by_prob: dict[float, list[int]] = {}
     for s in range(1, len(seg_class_names)):
-        name = seg_class_names[s]
-        rule = config.rule(name)
-        mask = labels == s
-        if rule.seg_min_prob > 0:
-            hi = confident.get(rule.seg_min_prob)
-            if hi is None:
-                hi = confident[rule.seg_min_prob] = conf >= rule.seg_min_prob
-            mask &= hi
-        # Label only the rectangle holding this class's pixels: defects are usually local, and
-        # the labelling and the per-region sums cost per pixel labelled. (OpenCV's bounding
-        # rectangle of the non-zero pixels: one pass, where numpy's any() per axis took two.)
-        x0, y0, w, h = cv2.boundingRect(mask.view(np.uint8))
-        if w == 0:
+        by_prob.setdefault(config.rule(seg_class_names[s]).seg_min_prob, []).append(s)
+    found: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for prob, classes in by_prob.items():
+        lab, cf, ox, oy = labels, conf, x0, y0
+        if prob > 0:                # the confident pixels only, and their own rectangle
+            lab = labels * (conf >= prob).view(np.uint8)    # (np.where: twice the cost)
+            bx, by, bw, bh = cv2.boundingRect(lab)
+            if bw == 0:
+                continue
+            lab, cf, ox, oy = lab[by:by + bh, bx:bx + bw], conf[by:by + bh, bx:bx + bw], x0 + bx, y0 + by
+        top = int(lab.max())
+        low = int((lab - np.uint8(1)).min()) + 1        # the smallest class present (0 wraps to 255)
+        if low == top:
+            # One class in the rectangle (the usual frame): its pixels are the non-zero ones,
+            # labelled as they are, with no mask made per class.
+            if top in classes:
+                found[top] = _regions(lab.astype(bool), cf, ox, oy,
+                                      config.rule(seg_class_names[top]).seg_min_component_px)
             continue
-        sub = mask[y0:y0 + h, x0:x0 + w]
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(sub.view(np.uint8), connectivity=8,
-                                                            ltype=cv2.CV_32S)
-        if n <= 1:
-            continue
-        stats = stats[1:]                       # row 0 is the background
-        area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
-        keep = area >= max(1, rule.seg_min_component_px)
-        if not keep.any():
-            continue
-        # Sums over the foreground pixels only, in row-major order (float64, as a mean should be).
-        sums = np.bincount(lab[sub], weights=conf[y0:y0 + h, x0:x0 + w][sub], minlength=n)[1:]
-        left, top = stats[:, cv2.CC_STAT_LEFT] + x0, stats[:, cv2.CC_STAT_TOP] + y0
-        bx = np.stack([left, top, left + stats[:, cv2.CC_STAT_WIDTH], top + stats[:, cv2.CC_STAT_HEIGHT]], 1)
-        boxes.append(bx[keep].astype(np.float32))
-        areas.append(area[keep])
-        scores.append((sums[keep] / area[keep]).astype(np.float32))
-        names.extend([name] * int(keep.sum()))
-    if not names:
+        for s in classes:
+            if not low <= s <= top:
+                continue
+            mask = lab == s
+            mx, my, mw, mh = cv2.boundingRect(mask.view(np.uint8))
+            if mw:
+                found[s] = _regions(mask[my:my + mh, mx:mx + mw], cf[my:my + mh, mx:mx + mw], ox + mx, oy + my,
+                                    config.rule(seg_class_names[s]).seg_min_component_px)
+    classes = [s for s in sorted(found) if len(found[s][1])]
+    if not classes:
         return SegComponents.empty()
-    return SegComponents(np.concatenate(boxes), np.concatenate(areas), np.concatenate(scores), names)
+    names = [n for s in classes for n in [seg_class_names[s]] * len(found[s][1])]
+    boxes, areas, scores = (np.concatenate([found[s][i] for s in classes]) for i in range(3))
+    return SegComponents(boxes, areas, scores, names)
+
+
+def _regions(fg: np.ndarray, conf: np.ndarray, x0: int, y0: int,
+             min_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (frame pixels), areas and mean ``conf`` of the 8-connected regions of ``fg`` (a
+    bool rectangle whose corner is x0, y0) of at least ``min_px`` pixels."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    keep = (stats[1:, cv2.CC_STAT_AREA] >= max(1, min_px)).nonzero()[0] + 1     # row 0: background
+    # Sums over the region pixels only (a bincount over the whole rectangle costs more), in
+    # row-major pixel order and float64, as a mean should be.
+    sums = np.bincount(lab[fg], weights=conf[fg], minlength=n)[keep]
+    stats = stats[keep]
+    boxes = stats[:, :4].astype(np.float32)         # left, top, width, height -> x1, y1, x2, y2
+    boxes[:, :2] += (x0, y0)
+    boxes[:, 2:] += boxes[:, :2]
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    return boxes, area, (sums / area).astype(np.float32)
 
 
 def _as_label_map(seg: np.ndarray | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -210,39 +230,35 @@ def merge_frame(dets: tuple[np.ndarray, np.ndarray, np.ndarray],
     k, c = len(boxes), len(comps.names)
 
     # Region -> best-overlapping detection of the same class (vectorised over all pairs).
-    owner = np.full(c, -1, np.int64)
+    owner = [-1] * c
+    det_box_area = box_area(boxes)
     if k and c:
-        same = np.array(det_names, dtype=object)[:, None] == np.array(comps.names, dtype=object)[None, :]
+        same = np.array([[d == r for r in comps.names] for d in det_names])
         inter = pairwise_intersection(boxes, comps.boxes)
-        smaller = np.minimum(box_area(boxes)[:, None], box_area(comps.boxes)[None, :])
+        smaller = np.minimum(det_box_area[:, None], box_area(comps.boxes)[None, :])
         ios = np.where(same, inter / np.maximum(smaller, 1e-6), 0.0)
-        best = ios.argmax(0)
-        ok = ios[best, np.arange(c)] >= config.match_overlap
-        owner[ok] = best[ok]
+        owner = [o if ok else -1 for o, ok in zip(ios.argmax(0).tolist(), (ios.max(0) >= config.match_overlap).tolist())]
 
-    out_boxes = boxes.copy()
-    out_scores = scores.copy()
-    mask_area = np.zeros(k, np.int64)
-    matched = np.zeros(k, bool)
-    m = owner >= 0
-    if m.any():
-        o = owner[m]
-        np.minimum.at(out_boxes[:, 0], o, comps.boxes[m, 0])
-        np.minimum.at(out_boxes[:, 1], o, comps.boxes[m, 1])
-        np.maximum.at(out_boxes[:, 2], o, comps.boxes[m, 2])
-        np.maximum.at(out_boxes[:, 3], o, comps.boxes[m, 3])
-        np.maximum.at(out_scores, o, comps.scores[m])
-        np.add.at(mask_area, o, comps.areas[m])
-        matched[o] = True
-    det_area = np.where(matched, mask_area, np.rint(box_area(boxes)).astype(np.int64))
-
+    # The few defects of a frame as Python floats (the float32 values exactly): a detection
+    # takes the union of its box and its regions' boxes, the higher score, and the regions'
+    # pixels as its area; an unmatched detection, its box's area in float32 as before.
+    out_boxes = boxes.tolist()
+    out_scores = scores.tolist()
+    det_area = np.rint(det_box_area).astype(np.int64).tolist()
+    matched = [False] * k
+    comp_boxes, comp_scores, comp_areas = comps.boxes.tolist(), comps.scores.tolist(), comps.areas.tolist()
     candidates: list[Defect] = []
-    for i in range(k):          # a handful of defects per frame: plain Python is clearer here
-        candidates.append(Defect(det_names[i], float(out_scores[i]), _box(out_boxes[i]), int(det_area[i]),
-                                 "both" if matched[i] else "detection"))
-    for j in np.flatnonzero(~m).tolist():
-        candidates.append(Defect(comps.names[j], float(comps.scores[j]), _box(comps.boxes[j]),
-                                 int(comps.areas[j]), "segmentation"))
+    for j, o in enumerate(owner):
+        if o < 0:
+            candidates.append(Defect(comps.names[j], comp_scores[j], _box(comp_boxes[j]), comp_areas[j], "segmentation"))
+            continue
+        u, r = out_boxes[o], comp_boxes[j]
+        u[0], u[1], u[2], u[3] = min(u[0], r[0]), min(u[1], r[1]), max(u[2], r[2]), max(u[3], r[3])
+        out_scores[o] = max(out_scores[o], comp_scores[j])
+        det_area[o] = det_area[o] + comp_areas[j] if matched[o] else comp_areas[j]
+        matched[o] = True
+    candidates[:0] = [Defect(det_names[i], out_scores[i], _box(out_boxes[i]), det_area[i],
+                             "both" if matched[i] else "detection") for i in range(k)]
 
     defects: list[Defect] = []
     for d in candidates:
@@ -264,8 +280,8 @@ def _counts(evidence: str, branch: str) -> bool:
     return branch == evidence or branch == "both"
 
 
-def _box(b: np.ndarray) -> tuple[float, float, float, float]:
-    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+def _box(b: list[float]) -> tuple[float, float, float, float]:
+    return (b[0], b[1], b[2], b[3])
 
 
 def check_rules_against_model(config: MergeConfig, class_names: Sequence[str],

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspectd.model.box_ops import box_area
+from inspectd.model.box_ops import box_area, box_iou
 
 
 @dataclass(slots=True)
@@ -33,68 +33,100 @@ class TileDetections:
 def nms_sorted(boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None = None) -> np.ndarray:
     """Greedy NMS of boxes already sorted best first: bool mask of the kept ones.
 
-    One pass per *kept* box (a handful), each suppressing the later boxes it overlaps by more
-    than ``iou_thres``: the IoU of one box against the rest, the same float32 arithmetic as
-    ``box_iou``, instead of the whole K x K matrix. With ``groups`` (an id per box), a box only
-    suppresses boxes of its own group: greedy NMS within every group at once, since whether a
-    box is kept depends only on the earlier boxes of its group.
+    One step per *kept* box (a handful), each suppressing the later boxes it overlaps by more
+    than ``iou_thres``, with ``box_iou``'s float32 arithmetic. With ``groups`` (an id per box), a
+    box only suppresses boxes of its own group: greedy NMS within every group at once, since
+    whether a box is kept depends only on the earlier boxes of its group.
+
+    Up to ``_MATRIX_MAX`` boxes (a frame's usual few dozen) the whole "suppresses" matrix is
+    computed in one go, so each step is three small numpy calls; the cost here is per numpy
+    call, not per element. Above it, each step computes its own row instead, so that memory
+    stays linear in the number of boxes.
     """
     k = len(boxes)
     keep = np.ones(k, dtype=bool)
     if k < 2:
         return keep
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    area = box_area(boxes)
+    if k <= _MATRIX_MAX:
+        over = box_iou(boxes, boxes) > iou_thres
+        if groups is not None:
+            over &= groups[:, None] == groups[None, :]
+        def suppressed_by(i: int) -> np.ndarray:
+            return over[i, i + 1:]
+    else:
+        suppressed_by = _RowSuppression(boxes, iou_thres, groups)
     i = 0
     while i < k - 1:
-        r = slice(i + 1, k)
-        w = np.maximum(np.minimum(x2[i], x2[r]) - np.maximum(x1[i], x1[r]), 0)
-        h = np.maximum(np.minimum(y2[i], y2[r]) - np.maximum(y1[i], y1[r]), 0)
-        inter = w * h
-        over = inter / np.maximum(area[i] + area[r] - inter, 1e-9) > iou_thres
-        if groups is not None:
-            over &= groups[r] == groups[i]
-        keep[r] &= ~over
-        later = np.flatnonzero(keep[r])
-        if len(later) == 0:
+        rest = keep[i + 1:]
+        rest &= ~suppressed_by(i)
+        j = int(rest.argmax())          # the next kept box, if any (argmax: the first True)
+        if not rest[j]:
             break
-        i += 1 + int(later[0])
+        i += 1 + j
     return keep
 
 
-def _rank_within(groups: np.ndarray) -> np.ndarray:
-    """Position of each element within its run of equal ``groups`` (groups sorted)."""
+_MATRIX_MAX = 512
+
+
+class _RowSuppression:
+    """Which later boxes box ``i`` suppresses (row ``i`` of the matrix, right of the diagonal)."""
+
+    def __init__(self, boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None) -> None:
+        self.x1, self.y1, self.x2, self.y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+        self.area = box_area(boxes)
+        self.iou_thres, self.groups = iou_thres, groups
+
+    def __call__(self, i: int) -> np.ndarray:
+        r = slice(i + 1, None)
+        w = np.maximum(np.minimum(self.x2[i], self.x2[r]) - np.maximum(self.x1[i], self.x1[r]), 0)
+        h = np.maximum(np.minimum(self.y2[i], self.y2[r]) - np.maximum(self.y1[i], self.y1[r]), 0)
+        inter = w * h
+        over = inter / np.maximum(self.area[i] + self.area[r] - inter, 1e-9) > self.iou_thres
+        if self.groups is not None:
+            over &= self.groups[r] == self.groups[i]
+        return over
+
+
+def _first_per_group(groups: np.ndarray, limit: int) -> np.ndarray:
+    """Positions of the first ``limit`` elements of each run of equal ``groups`` (groups sorted)."""
     n = len(groups)
-    if n == 0 or groups[0] == groups[-1]:       # one group (a frame of one tile): 0, 1, 2, ...
+    if n <= limit:
         return np.arange(n)
+    if groups[0] == groups[-1]:                 # one group (a frame of one tile)
+        return np.arange(limit)
     # np.concatenate, not np.r_: r_ parses its arguments in Python, tens of microseconds a call.
     starts = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
     run_start = np.repeat(starts, np.diff(np.append(starts, n)))
-    return np.arange(n) - run_start
+    return np.flatnonzero(np.arange(n) - run_start < limit)
 
 
 def decode_tiles(det: np.ndarray, conf_thres: float, iou_thres: float, max_det: int,
                  max_nms: int = 3000) -> TileDetections:
     """Raw detections [N, A, 5 + nc] (x1, y1, x2, y2, objectness, class probs) -> kept boxes."""
     det = np.asarray(det)
-    nc = det.shape[2] - 5
-    # score <= objectness, so objectness > conf_thres is a cheap first cut
-    t, a = np.nonzero(det[:, :, 4] > conf_thres)
-    rows = det[t, a]
-    cls = rows[:, 5:].argmax(1)
-    score = rows[:, 4] * rows[np.arange(len(rows)), 5 + cls]
-    keep = score > conf_thres
-    t, rows, cls, score = t[keep], rows[keep], cls[keep], score[keep].astype(np.float32)
+    n, anchors, width = det.shape
+    nc = width - 5
+    # score <= objectness, so objectness > conf_thres is a cheap first cut (in one flat
+    # index: numpy's 2-D nonzero costs twice the 1-D one)
+    idx = (det[:, :, 4] > conf_thres).ravel().nonzero()[0]
+    rows = det.reshape(n * anchors, width)[idx]
+    probs = rows[:, 5:]
+    score = rows[:, 4] * probs.max(1)        # objectness x the best class's probability
+    sel = (score > conf_thres).nonzero()[0]
+    score = score[sel].astype(np.float32)
+    t = idx[sel] // anchors
     # best first within each tile (stable, so equal scores keep anchor order)
-    order = np.lexsort((-score, t))
-    t, rows, cls, score = t[order], rows[order], cls[order], score[order]
-    keep = _rank_within(t) < max_nms
-    t, rows, cls, score = t[keep], rows[keep], cls[keep], score[keep]
+    order = np.argsort(-score, kind="stable") if n == 1 else np.lexsort((-score, t))
+    order = order[_first_per_group(t[order], max_nms)]
+    sel, t, score = sel[order], t[order], score[order]
+    rows = rows[sel]
     boxes = rows[:, :4].astype(np.float32)
+    cls = rows[:, 5:].argmax(1)
 
     # Class-aware NMS per (tile, class) group, all groups in one pass over the kept boxes
     # (each box is already best first within its tile, so within its group too).
-    kept = nms_sorted(boxes, iou_thres, t * nc + cls)
-    t, boxes, cls, score = t[kept], boxes[kept], cls[kept], score[kept]
-    keep = _rank_within(t) < max_det                      # still best first within each tile
-    return TileDetections(boxes[keep], score[keep], cls[keep].astype(np.int64), t[keep].astype(np.int64))
+    kept = nms_sorted(boxes, iou_thres, t * nc + cls if n > 1 else cls)
+    kept = kept.nonzero()[0]
+    kept = kept[_first_per_group(t[kept], max_det)]       # still best first within each tile
+    return TileDetections(boxes[kept], score[kept], cls[kept].astype(np.int64), t[kept].astype(np.int64))
