@@ -30,6 +30,10 @@ class TileDetections:
         return len(self.scores)
 
 
+# Up to this many boxes NMS computes its whole K x K matrix (1 MB of float32 at most).
+_MATRIX_MAX = 512
+
+
 def nms_sorted(boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None = None) -> np.ndarray:
     """Greedy NMS of boxes already sorted best first: bool mask of the kept ones.
 
@@ -64,9 +68,6 @@ def nms_sorted(boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None = 
             break
         i += 1 + j
     return keep
-
-
-_MATRIX_MAX = 512
 
 
 class _RowSuppression:
