@@ -258,3 +258,18 @@ def test_stitch_takes_each_pixel_from_the_tile_where_it_is_farther_from_the_edge
         assert cols[x] == (1 if d0 > d1 or (d0 == d1 and x < 208) else 2), x
     # the stitched maps are reused between frames
     assert stitcher.stitch(probs)[0] is labels
+
+
+@pytest.mark.parametrize("pad", ["mean", "reflect", "constant"])
+@pytest.mark.parametrize("shape", [(200, 200), (180, 224), (1, 1), (100, 37)])
+def test_a_frame_padded_straight_into_the_batch_is_the_same_tile(pad, shape):
+    # A Mono8 frame padded to one tile skips the canvas; the tile must be what the canvas gives.
+    rng = np.random.default_rng(3)
+    grid = TileGrid.build(shape[0], shape[1], 224, 224, 32)
+    direct = TileCutter(grid, shape, 1, pad=pad)
+    via_canvas = TileCutter(grid, shape, 1, pad=pad)
+    assert direct._pad_into_batch
+    via_canvas._pad_into_batch, via_canvas._canvas = False, np.empty((224, 224), np.uint8)
+    for _ in range(3):
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(direct.cut(image), via_canvas.cut(image))

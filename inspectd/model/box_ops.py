@@ -26,4 +26,6 @@ def pairwise_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[Ka, Kb] IoU of boxes a [Ka, 4] and b [Kb, 4], in their dtype; 0 where both are empty."""
     inter = pairwise_intersection(a, b)
-    return inter / np.maximum(box_area(a)[:, None] + box_area(b)[None, :] - inter, 1e-9)
+    area_a = box_area(a)
+    area_b = area_a if b is a else box_area(b)      # NMS: boxes against themselves
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)

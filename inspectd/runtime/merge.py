@@ -175,7 +175,11 @@ def _regions(fg: np.ndarray, conf: np.ndarray, x0: int, y0: int,
              min_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (frame pixels), areas and mean ``conf`` of the 8-connected regions of ``fg`` (a
     bool rectangle whose corner is x0, y0) of at least ``min_px`` pixels."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    # 16-bit labels (half the memory written) wherever they cannot overflow: 8-connected
+    # regions are at most one per 2 x 2 block.
+    h, w = fg.shape
+    ltype = cv2.CV_16U if ((h + 1) // 2) * ((w + 1) // 2) < 65535 else cv2.CV_32S
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8, ltype=ltype)
     keep = (stats[1:, cv2.CC_STAT_AREA] >= max(1, min_px)).nonzero()[0] + 1     # row 0: background
     # Sums over the region pixels only (a bincount over the whole rectangle costs more), in
     # row-major pixel order and float64, as a mean should be.

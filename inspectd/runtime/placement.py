@@ -30,13 +30,13 @@ def place(line: LineConfig, meta: FrameMeta, defects: Sequence[Defect] = ()) -> 
         coil_position_m=None if meta.coil is None else pos - meta.coil.head_m,
         gate_deadline_wall_ns=gate_deadline_wall_ns(line, t),
         gate_until_wall_ns=gate_deadline_wall_ns(line, t, pos, pos + length),
-        defects=tuple(_place_defect(line, d, t, pos) for d in defects),
+        defects=tuple([_place_defect(line, d, t, pos) for d in defects]),
     )
 
 
 def _place_defect(line: LineConfig, d: Defect, capture_wall_ns: int, pos: float) -> DefectPlacement:
     mm = line.mm_per_px
-    x1, y1, x2, y2 = (float(v) for v in d.box)
+    x1, y1, x2, y2 = map(float, d.box)
     origin_mm = pos * 1000.0
     return DefectPlacement(
         box_mm=(x1 * mm, origin_mm + y1 * mm, x2 * mm, origin_mm + y2 * mm),

@@ -178,6 +178,13 @@ class TileCutter:
         oy, ox = (top, left)
         self._slices = [(slice(int(y) + oy, int(y) + oy + grid.tile_h), slice(int(x) + ox, int(x) + ox + grid.tile_w))
                         for y in grid.ys for x in grid.xs]
+        # A Mono8 frame padded to one grey tile (a 200 x 200 frame, the usual case) is padded
+        # straight into the batch, with no second copy of the tile.
+        self._pad_into_batch = (self._canvas is not None and self._grey is None and not colour and channels == 1
+                                and self._slices == [(slice(0, grid.tile_h), slice(0, grid.tile_w))]
+                                and self._canvas.shape == (grid.tile_h, grid.tile_w))
+        if self._pad_into_batch:
+            self._canvas = self.batch[0, 0]
 
     def cut(self, image: np.ndarray) -> np.ndarray:
         if image.shape != self.frame_shape or image.dtype != np.uint8:
@@ -197,6 +204,8 @@ class TileCutter:
                 value = int(sum(means) / len(means))   # one grey level, as training's pad_to
             cv2.copyMakeBorder(plane, top, bottom, left, right, border, dst=self._canvas,
                                value=(value,) * 4)
+            if self._pad_into_batch:
+                return self.batch
             plane = self._canvas
         batch = self.batch
         if plane.ndim == 2:
