@@ -241,3 +241,13 @@ def test_defects_best_first_and_status_ok_when_nothing_rejects():
     defects, status = merge_frame(d, None, MergeConfig(), DET, SEG)
     assert [x.score for x in defects] == pytest.approx([0.28, 0.26])
     assert status == "ok"
+
+
+def test_more_regions_than_16_bit_labels_hold():
+    # 90,000 single-pixel regions (one per 2 x 2 block): the labelling must use 32-bit labels.
+    labels = np.zeros((600, 600), np.uint8)
+    labels[::2, ::2] = SEG.index("patches")
+    conf = np.full(labels.shape, 0.9, np.float32)
+    comps = seg_components(labels, conf, SEG, MergeConfig(default=ClassRule(seg_min_component_px=1)))
+    assert len(comps.names) == 90_000 and set(comps.names) == {"patches"}
+    assert comps.areas.max() == 1 and comps.boxes[-1].tolist() == [598, 598, 599, 599]
