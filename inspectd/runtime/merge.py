@@ -163,11 +163,11 @@ def seg_components(labels: np.ndarray, conf: np.ndarray, seg_class_names: Sequen
             if mw:
                 found[s] = _regions(mask[my:my + mh, mx:mx + mw], cf[my:my + mh, mx:mx + mw], ox + mx, oy + my,
                                     config.rule(seg_class_names[s]).seg_min_component_px)
-    classes = [s for s in sorted(found) if len(found[s][1])]
-    if not classes:
+    present = [s for s in sorted(found) if len(found[s][1])]
+    if not present:
         return SegComponents.empty()
-    names = [n for s in classes for n in [seg_class_names[s]] * len(found[s][1])]
-    boxes, areas, scores = (np.concatenate([found[s][i] for s in classes]) for i in range(3))
+    names = [n for s in present for n in [seg_class_names[s]] * len(found[s][1])]
+    boxes, areas, scores = (np.concatenate([found[s][i] for s in present]) for i in range(3))
     return SegComponents(boxes, areas, scores, names)
 
 

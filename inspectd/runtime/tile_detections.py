@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inspectd.model.box_ops import box_area, box_iou
+from inspectd.model.box_ops import box_iou
 
 
 @dataclass(slots=True)
@@ -58,7 +58,11 @@ def nms_sorted(boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None = 
         def suppressed_by(i: int) -> np.ndarray:
             return over[i, i + 1:]
     else:
-        suppressed_by = _RowSuppression(boxes, iou_thres, groups)
+        def suppressed_by(i: int) -> np.ndarray:
+            over_i = box_iou(boxes[i:i + 1], boxes[i + 1:])[0] > iou_thres
+            if groups is not None:
+                over_i &= groups[i + 1:] == groups[i]
+            return over_i
     i = 0
     while i < k - 1:
         rest = keep[i + 1:]
@@ -68,25 +72,6 @@ def nms_sorted(boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None = 
             break
         i += 1 + j
     return keep
-
-
-class _RowSuppression:
-    """Which later boxes box ``i`` suppresses (row ``i`` of the matrix, right of the diagonal)."""
-
-    def __init__(self, boxes: np.ndarray, iou_thres: float, groups: np.ndarray | None) -> None:
-        self.x1, self.y1, self.x2, self.y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-        self.area = box_area(boxes)
-        self.iou_thres, self.groups = iou_thres, groups
-
-    def __call__(self, i: int) -> np.ndarray:
-        r = slice(i + 1, None)
-        w = np.maximum(np.minimum(self.x2[i], self.x2[r]) - np.maximum(self.x1[i], self.x1[r]), 0)
-        h = np.maximum(np.minimum(self.y2[i], self.y2[r]) - np.maximum(self.y1[i], self.y1[r]), 0)
-        inter = w * h
-        over = inter / np.maximum(self.area[i] + self.area[r] - inter, 1e-9) > self.iou_thres
-        if self.groups is not None:
-            over &= self.groups[r] == self.groups[i]
-        return over
 
 
 def _first_per_group(groups: np.ndarray, limit: int) -> np.ndarray:

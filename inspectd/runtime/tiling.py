@@ -180,7 +180,7 @@ class TileCutter:
                         for y in grid.ys for x in grid.xs]
         # A Mono8 frame padded to one grey tile (a 200 x 200 frame, the usual case) is padded
         # straight into the batch, with no second copy of the tile.
-        self._pad_into_batch = (self._canvas is not None and self._grey is None and not colour and channels == 1
+        self._pad_into_batch = (self._canvas is not None and not colour and channels == 1
                                 and self._slices == [(slice(0, grid.tile_h), slice(0, grid.tile_w))]
                                 and self._canvas.shape == (grid.tile_h, grid.tile_w))
         if self._pad_into_batch:
