@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
 NAME = "proxy"
 
@@ -42,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from inspectd.bus.curve import CurveClient, CurveServer
     from inspectd.bus.proxy import EventProxy
     from inspectd.errors import InspectdError
+    from inspectd.stop_signals import StopSignals
 
     if args.hwm < 1:
         raise InspectdError(f"--hwm {args.hwm}: must be at least 1")
@@ -55,18 +54,11 @@ def run(args: argparse.Namespace) -> int:
                 if args.curve_in_server_key else None)
     proxy = EventProxy(args.inputs, args.output, hwm=args.hwm, curve_in=curve_in, curve_out=curve_out).start()
     print(f"inspectd proxy: {', '.join(proxy.in_endpoints)} -> {proxy.out_endpoint}", file=sys.stderr, flush=True)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(0.5):
-            if proxy.wait(0):
-                raise InspectdError("proxy stopped unexpectedly", exit_code=1)
+        with StopSignals() as stop:
+            while not stop.wait(0.5):
+                if proxy.wait(0):
+                    raise InspectdError("proxy stopped unexpectedly", exit_code=1)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
         proxy.close()
     return 0

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
-import signal
 import sys
-import threading
 
 NAME = "store"
 
@@ -68,6 +66,7 @@ def parse_size(text: str, what: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from inspectd.bus.curve import CurveClient
     from inspectd.errors import InspectdError
+    from inspectd.stop_signals import StopSignals
     from inspectd.store.database import connect
     from inspectd.store.migrations import current_version, migrate
     from inspectd.store.retention import RetentionPolicy
@@ -105,24 +104,17 @@ def run(args: argparse.Namespace) -> int:
 
         service = StoreService(db, args.address, StoreOptions(args.batch_max, args.batch_ms, args.hwm, policy),
                                curve=curve, on_gap=on_gap)
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            stop.set()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         print(f"inspectd store: {', '.join(service.endpoints)} -> {db.where} (schema version {version})",
               file=err, flush=True)
         try:
-            service.run(stop)
+            with StopSignals() as stop:
+                service.run(stop)
         except Exception as exc:      # the database failed under us: say so in one line, exit 1
             if isinstance(exc, InspectdError):
                 raise
             raise InspectdError(f"--db {db.where}: write failed: {type(exc).__name__}: "
                                 f"{(str(exc).strip().splitlines() or [''])[0]}", exit_code=1) from exc
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             service.close()
         w = service.writer
         print(f"inspectd store: {w.committed} messages in {w.batches} transactions, {w.gaps} gaps recorded",

@@ -78,6 +78,7 @@ from inspectd.runtime.frame import Frame
 from inspectd.runtime.ringbuffer import RingBuffer, RingConfig, check_ring_memory
 from inspectd.runtime.sources.base import AcquiredSource, PositionFn, Source
 from inspectd.runtime.sources.config import GenICamConfig
+from inspectd.stop_signals import StopFlag, StopSignals
 
 if TYPE_CHECKING:
     from inspectd.runtime.acquisition import AcquisitionThread
@@ -117,9 +118,11 @@ def _child_main(fd: int) -> None:
     the socket ``FD``. (Not ``multiprocessing``'s spawn, which re-imports the parent's main
     script: any program embedding a Pipeline would need a ``__main__`` guard.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    conn = Connection(fd)
+    with StopSignals(signals=(signal.SIGTERM,)) as stop:
+        _child_serve(Connection(fd), stop)
+
+
+def _child_serve(conn: Connection, stop: StopFlag) -> None:
     try:
         _, cfg, camera, channels, log_format, log_level, parent_pid, pdeathsig = conn.recv()
     except (EOFError, OSError):
@@ -214,7 +217,7 @@ def _command(conn: Connection, src: Any, msg: tuple) -> bool:
     return True
 
 
-def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: threading.Event, parent_pid: int,
+def _acquire(conn: Connection, src: Any, store: np.ndarray, stop: StopFlag, parent_pid: int,
              free: list[int]) -> None:
     """Fetch, copy into a buffer we own, hand it over; the parent answers each with a buffer
     back (an int). Only with none left do we wait for the parent (policy ``block``, or a

@@ -25,7 +25,6 @@ publisher, tell systemd STOPPING. A second signal skips the remaining queued fra
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from inspectd.runtime.frame import Frame
 from inspectd.runtime.notify import Notifier
 from inspectd.runtime.placement import place
 from inspectd.runtime.sources.base import AcquiredSource
+from inspectd.stop_signals import STOP_SIGNALS, StopSignals, Waker
 
 if TYPE_CHECKING:
     from inspectd.bus.publisher import EventPublisher
@@ -131,10 +131,12 @@ class Pipeline:
         self._lock = threading.Lock()
         self._stop_requested = threading.Event()     # a signal, or a fatal error
         self._hurry = threading.Event()              # report queued frames instead of inspecting
-        self._wake = threading.Event()               # wakes the supervisor early
+        # Wakes the supervisor early; a self-pipe, not an Event: a signal handler may set it
+        # (inspectd.stop_signals says why a handler must not take a lock).
+        self._wake = Waker()
         self._shutting_down = False
         self._drop_reason = "overflow"    # why the ring gives up frames: overflow, shutdown, error
-        self._signals = 0
+        self._signals = 0                 # signals acted on (the supervisor's count)
         self._source_stuck = False
         self._recent_fps: float | None = None
         self._frame_est_ns: int | None = None      # recent time per frame, begin to verdict
@@ -475,12 +477,14 @@ class Pipeline:
         self._stop_requested.set()
         self._wake.set()
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self._signals += 1
-        if self._signals > 1:
+    def _act_on_signals(self, caught: int) -> None:
+        """The supervisor's part of a signal (the handler only counted it and woke us)."""
+        if caught <= self._signals:
+            return
+        self._signals = caught
+        if caught > 1:
             self._hurry.set()    # second signal: do not wait for the queued frames
         self._stop_requested.set()
-        self._wake.set()
 
     def fail(self, where: str, exc: BaseException) -> None:
         """A fatal error found outside the pipeline's own threads (``replay --out`` cannot
@@ -546,17 +550,10 @@ class Pipeline:
     # -- supervisor ------------------------------------------------------------------
     def run(self) -> PipelineResult:
         svc = self.cfg.service
-        old_handlers = {}
-        if self._handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                old_handlers[sig] = signal.signal(sig, self._on_signal)
-        try:
-            return self._supervise(svc)
-        finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+        with StopSignals(self._wake, STOP_SIGNALS if self._handle_signals else ()) as caught:
+            return self._supervise(svc, caught)
 
-    def _supervise(self, svc) -> PipelineResult:
+    def _supervise(self, svc, caught: StopSignals) -> PipelineResult:
         notifier = self.notifier
         wd_interval = notifier.watchdog_interval_s
         tick = min(svc.status_interval_s, wd_interval or svc.status_interval_s, 0.5)
@@ -577,7 +574,7 @@ class Pipeline:
 
         while True:
             self._wake.wait(tick)
-            self._wake.clear()
+            self._act_on_signals(caught.count)
             now = time.monotonic()
             self._collect_errors()
             self._log_late()

@@ -19,6 +19,7 @@ import zmq
 
 from inspectd.bus.address import parse_address
 from inspectd.bus.curve import CurveClient
+from inspectd.stop_signals import StopFlag
 from inspectd.store.database import Database
 from inspectd.store.retention import Retention, RetentionPolicy
 from inspectd.store.writer import GapRecord, StoreWriter
@@ -58,7 +59,7 @@ class StoreService:
             self.close()
             raise
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: StopFlag) -> None:
         """Receive and write until ``stop`` is set; what was received is committed before it returns.
 
         This thread receives and builds rows; a second one commits (the database libraries
