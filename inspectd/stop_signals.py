@@ -37,6 +37,10 @@ class Waker:
         for fd in (self._r, self._w):
             os.set_blocking(fd, False)
             os.set_inheritable(fd, False)
+        # poll, not select: select fails on descriptors above 1023, which a daemon holding
+        # sockets, cameras and a runtime's files may reach.
+        self._poll = select.poll()
+        self._poll.register(self._r, select.POLLIN)
 
     def set(self) -> None:
         try:
@@ -46,10 +50,7 @@ class Waker:
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until ``set()`` (True) or ``timeout`` seconds (False); then clear."""
-        try:
-            ready, _, _ = select.select([self._r], [], [], timeout)
-        except (OSError, ValueError):
-            return False     # closed under us
+        ready = self._poll.poll(None if timeout is None else max(0.0, timeout) * 1000.0)
         if ready:
             self.clear()
         return bool(ready)
