@@ -7,7 +7,7 @@ that calls ``Event.set()`` then waits for that lock, held by its own thread, for
 daemon ignores every later SIGTERM until systemd kills it (CI saw ``inspectd run`` on the
 simulated camera not stop within 120 s). A second signal arriving inside a handler that is
 setting an Event has the same effect. So the handlers here take no lock: they count, and
-write one byte to a non-blocking self-pipe (``Waker``) that the waiting thread selects on.
+write one byte to a non-blocking self-pipe (``Waker``) that the waiting thread polls.
 """
 from __future__ import annotations
 

@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     curve_in = (CurveClient.load(args.curve_in_server_key, args.curve_in_client_key, "--curve-in")
                 if args.curve_in_server_key else None)
     proxy = EventProxy(args.inputs, args.output, hwm=args.hwm, curve_in=curve_in, curve_out=curve_out).start()
-    print(f"inspectd proxy: {', '.join(proxy.in_endpoints)} -> {proxy.out_endpoint}", file=sys.stderr, flush=True)
     try:
-        with StopSignals() as stop:
+        with StopSignals() as stop:          # caught before the line that says we are listening
+            print(f"inspectd proxy: {', '.join(proxy.in_endpoints)} -> {proxy.out_endpoint}",
+                  file=sys.stderr, flush=True)
             while not stop.wait(0.5):
                 if proxy.wait(0):
                     raise InspectdError("proxy stopped unexpectedly", exit_code=1)

@@ -104,10 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
         service = StoreService(db, args.address, StoreOptions(args.batch_max, args.batch_ms, args.hwm, policy),
                                curve=curve, on_gap=on_gap)
-        print(f"inspectd store: {', '.join(service.endpoints)} -> {db.where} (schema version {version})",
-              file=err, flush=True)
         try:
-            with StopSignals() as stop:
+            with StopSignals() as stop:      # caught before the line that says we are listening
+                print(f"inspectd store: {', '.join(service.endpoints)} -> {db.where} (schema version {version})",
+                      file=err, flush=True)
                 service.run(stop)
         except Exception as exc:      # the database failed under us: say so in one line, exit 1
             if isinstance(exc, InspectdError):
