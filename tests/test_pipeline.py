@@ -216,6 +216,43 @@ def test_stuck_source_does_not_hang_shutdown(tmp_path, monkeypatch):
     assert pipe.result.exit_code == 0 and c["inspected"] == 5 and c["captured"] == 5
 
 
+def test_a_model_call_that_never_returns_does_not_hang_the_stop(tmp_path, monkeypatch):
+    # A wedged runtime or GPU: the model stops returning while frames are in flight and queued.
+    # The stop must still end, non-zero, with every frame accounted, and the backend must not be
+    # closed under the call that is still inside it.
+    import inspectd.runtime.inference as inference_mod
+    monkeypatch.setattr(inference_mod, "STUCK_AFTER_S", 0.5)
+    video = tmp_path / "r.avi"
+    write_video(video, 200)
+    backend = ThresholdBackend(delay_s=0.005)
+    stalled = threading.Event()
+
+    def tap(topic, msg):
+        collect(topic, msg)
+        if msg["kind"] == "verdict" and msg["frame"] == 5:
+            backend.gate = stalled          # every model call from now on waits, forever
+    collect = Collect()
+    pipe = Pipeline(_cfg(video, shutdown_queued="inspect", shutdown_grace_s=0.3), backend=backend, tap=tap,
+                    handle_signals=False)
+    runner = threading.Thread(target=lambda: setattr(pipe, "result", pipe.run()))
+    runner.start()
+    try:
+        assert collect.wait_verdicts(6)
+        pipe.request_stop()
+        runner.join(60)
+        assert not runner.is_alive()
+    finally:
+        stalled.set()                       # let the stuck thread go once the test has its answer
+    r = pipe.result
+    assert r.exit_code == 1 and r.reason == "error" and "did not return" in str(r.error)
+    c = r.counters
+    verdict_frames = [v["frame"] for v in collect.kind("verdict")]
+    assert verdict_frames == list(range(len(verdict_frames))) and len(verdict_frames) == c["inspected"]
+    assert sorted(verdict_frames + _uninspected_frames(collect)) == list(range(c["captured"]))
+    assert c["uninspected"] >= 1 and c["queued"] == 0 and c["in_flight"] == 0
+    assert not backend.closed
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_dead_publisher_stops_the_service_non_zero(tmp_path, monkeypatch):
     # If the thread that owns the socket dies, verdicts no longer leave the process: the

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,14 @@ from inspectd.runtime.merge import MergeConfig, check_rules_against_model, merge
 from inspectd.runtime.placement import place
 from inspectd.runtime.tile_detections import decode_tiles
 from inspectd.runtime.tiling import SegStitcher, TileCutter, TileGrid, boxes_to_frame, fuse_cross_tile
+from inspectd.stop_signals import StopFlag
+
+# Once inspection is told to stop in a hurry, how long a frame still waits for a model call that
+# has not returned (a wedged runtime or GPU) before the call counts as stuck: the frame is then
+# reported uninspected and the stop goes on, instead of never ending.
+STUCK_AFTER_S = 10.0
+# How often a frame waiting for the model looks at the stop.
+_CANCEL_POLL_S = 0.1
 
 
 def check_tile_overlap(cfg: InferenceConfig, input_size: tuple[int, int]) -> tuple[int, int]:
@@ -169,6 +178,7 @@ class InferenceStage:
         self._call = call
         self._jobs: deque[Job] = deque()
         self._turn = 0
+        self._stuck = False          # a model call did not return (finish): closing does not wait for it
 
     # -- per-size state ---------------------------------------------------------------------
     def _state_for(self, image: np.ndarray) -> _SizeState:
@@ -215,15 +225,17 @@ class InferenceStage:
         st = self._state_for(image)
         return st.grid.n, self._call(st.cutters[self._turn % len(st.cutters)].cut(image))
 
-    def finish(self, job: Job) -> tuple[Verdict, np.ndarray]:
+    def finish(self, job: Job, cancel: StopFlag | None = None) -> tuple[Verdict, np.ndarray]:
         """Wait for the model's outputs on ``job``; decode, stitch and merge them.
 
-        Returns the verdict and the frame's label map (valid until the next ``finish``).
+        Returns the verdict and the frame's label map (valid until the next ``finish``). Once
+        ``cancel`` is set, the model (on its own thread) has ``STUCK_AFTER_S`` more to return;
+        then InspectdError, and the stage stops waiting for that call anywhere (``close``).
         """
         if not self._jobs or self._jobs[0] is not job:
             raise RuntimeError("inference stage: jobs must be finished in the order they were begun")
         self._jobs.popleft()
-        out = job.outputs.result()
+        out = self._outputs(job.outputs, cancel)
         st = job.state
         if self._infer_labels is not None:
             det, tile_labels, tile_conf = out
@@ -239,6 +251,21 @@ class InferenceStage:
         meta = job.frame.meta()
         verdict = Verdict(meta, status, place(self.line, meta, defects), defects, job.start_ns, end_ns)
         return verdict, labels
+
+    def _outputs(self, fut: Future, cancel: StopFlag | None) -> tuple[np.ndarray, ...]:
+        if cancel is None or fut.done():
+            return fut.result()
+        while not cancel.is_set():
+            try:
+                return fut.result(timeout=_CANCEL_POLL_S)
+            except FutureTimeout:
+                continue
+        try:
+            return fut.result(timeout=STUCK_AFTER_S)
+        except FutureTimeout:
+            self._stuck = True
+            raise InspectdError(f"inference: the model call did not return within {STUCK_AFTER_S:g} s "
+                                "of stopping (the runtime or the device is stuck)") from None
 
     def abandon(self) -> list[Frame]:
         """Forget the jobs in flight (after an error, or when inspection stops in a hurry);
@@ -289,9 +316,10 @@ class InferenceStage:
 
     def close_model(self) -> None:
         """Stop the model thread; the backend stays open (it belongs to the caller)."""
-        if self._model is not None and not self._model.close():
+        if self._model is not None and not self._model.close(0.0 if self._stuck else 10.0) and not self._stuck:
             raise InspectdError("inference: the model call did not return within 10 s of stopping")
 
     def close(self) -> None:
         self.close_model()
-        self.backend.close()
+        if not self._stuck:          # a call still inside the runtime: closing it under the call could crash
+            self.backend.close()

@@ -22,6 +22,9 @@ acquiring (the acquisition thread closes the ring), finish the frame being inspe
 inspect the queued frames within ``service.shutdown_grace_s`` (or report them at once,
 ``service.shutdown_queued: report``), report what is left as uninspected, flush the
 publisher, tell systemd STOPPING. A second signal skips the remaining queued frames.
+Every wait on that path is bounded: a source stuck in read() is left behind after
+``_SOURCE_STOP_S``, and a model call that has not returned ``inference.STUCK_AFTER_S`` after the
+stop turned hurried fails the stop (exit 1, the frames reported) instead of hanging it.
 """
 from __future__ import annotations
 
@@ -408,7 +411,7 @@ class Pipeline:
         frame = job.frame
         inspected = False
         try:
-            verdict, labels = stage.finish(job)
+            verdict, labels = stage.finish(job, cancel=self._hurry)
             if self.annotator is not None:
                 self.annotator.submit(frame.image.copy(), verdict, labels.copy())
             if not self.publisher.publish_verdict(verdict, frame.image):
