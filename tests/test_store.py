@@ -239,3 +239,48 @@ def test_docs_list_every_table(tmp_path):
     doc = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
     section = doc.split("## What is stored")[1].split("\n## ")[0]
     assert set(re.findall(r"^\| `(\w+)` \|", section, re.M)) == tables
+
+
+def test_a_database_that_takes_nothing_does_not_hang_the_stop(tmp_path, raw, monkeypatch):
+    # Another program holds the SQLite file locked (a lock wait; on PostgreSQL a dead server
+    # does the same): the store stops anyway, within STOP_WAIT_S, and says what it could not write.
+    import sqlite3
+    import threading
+
+    import inspectd.store.service as service_mod
+    monkeypatch.setattr(service_mod, "STOP_WAIT_S", 1.0)
+    url = str(tmp_path / "store.db")
+    store = StoreRunner(url, [raw.endpoint], batch_max=1)
+    store.sync(raw)
+    store.stop_event.set()                  # the runner's own thread: stopped, replaced below
+    store.thread.join(30)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            store.service.run(stop)
+        except BaseException as exc:  # noqa: BLE001 - the test's answer
+            errors.append(exc)
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    blocker = sqlite3.connect(url, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")      # every commit of the store now waits
+    try:
+        for i in range(10):
+            raw.send("verdict", verdict_fields(i))
+        time.sleep(1.0)                     # the committer is waiting, two batches queued, more held
+        stop.set()
+        t0 = time.monotonic()
+        runner.join(30)
+        waited = time.monotonic() - t0
+        assert not runner.is_alive()
+        assert store.service.committing      # a transaction still waits: the connection stays open
+    finally:
+        blocker.execute("ROLLBACK")         # the lock goes: the stuck transaction ends, and with it the thread
+        blocker.close()
+    wait_for(lambda: not store.service.committing, what="the committer's transaction ended")
+    store.stop()
+    assert waited < 10
+    assert len(errors) == 1 and isinstance(errors[0], InspectdError) and errors[0].exit_code == 1
+    assert "after stop" in str(errors[0]) or "of stopping" in str(errors[0])

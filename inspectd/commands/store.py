@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     curve = CurveClient.load(args.curve_server_key, args.curve_client_key) if args.curve_server_key else None
 
     db = connect(args.db)
+    service: StoreService | None = None
     try:
         migrate(db)
         version = current_version(db)
@@ -120,5 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"inspectd store: {w.committed} messages in {w.batches} transactions, {w.gaps} gaps recorded",
               file=err, flush=True)
     finally:
-        db.close()
+        # A transaction still running on the committer's thread (the database stopped answering)
+        # keeps the connection: closing it under the call could crash; the process exits anyway.
+        if service is None or not service.committing:
+            db.close()
     return 0

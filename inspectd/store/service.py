@@ -19,12 +19,17 @@ import zmq
 
 from inspectd.bus.address import parse_address
 from inspectd.bus.curve import CurveClient
+from inspectd.errors import InspectdError
 from inspectd.stop_signals import StopFlag
 from inspectd.store.database import Database
 from inspectd.store.retention import Retention, RetentionPolicy
 from inspectd.store.writer import GapRecord, StoreWriter
 
 _STOP = object()
+# After stop, how long the database may take, in all, to accept and commit what was received
+# before the store gives up on it (a lock wait, a dead server, a hung disk): an error naming what
+# was not written, instead of a stop that never ends (the units' TimeoutStopSec is 30 s).
+STOP_WAIT_S = 15.0
 _RETENTION = object()
 
 
@@ -45,6 +50,8 @@ class StoreService:
         self.options = options
         self.writer = StoreWriter(db, on_gap=on_gap)
         self.retention = Retention(db, options.retention) if options.retention.active else None
+        self._committer: threading.Thread | None = None
+        self._given_up = False                # run() stopped waiting for the database
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
@@ -75,12 +82,24 @@ class StoreService:
         committer = threading.Thread(target=self._commit_loop, args=(handoff, failed), name="store-commit",
                                      daemon=True)
         committer.start()
+        self._committer = committer
         next_retention = time.monotonic() + 1.0 if self.retention else None
 
-        def hand_over(item: object) -> None:
+        stop_by: list[float] = []          # when the time after stop runs out (set on first sight)
+
+        def left() -> float:
+            if not stop_by:
+                stop_by.append(time.monotonic() + STOP_WAIT_S)
+            return stop_by[0] - time.monotonic()
+
+        def hand_over(item: object, messages: int = 0) -> None:
             while True:
                 if failed:
                     raise failed[0]
+                if stop.is_set() and left() <= 0:
+                    raise InspectdError(f"the database took no batch for {STOP_WAIT_S:g} s after stop: "
+                                        f"{messages} received message(s), and those it was still given, "
+                                        "are not written", exit_code=1)
                 try:
                     handoff.put(item, timeout=0.25)
                     return
@@ -106,24 +125,33 @@ class StoreService:
                         writer.add(parts[0], parts[1] if len(parts) > 1 else b"", parts[2:], time.time_ns())
                 since = writer.pending_since_ns
                 if since is not None and (writer.pending >= opts.batch_max or time.time_ns() - since >= batch_ns):
-                    hand_over(writer.take())
+                    batch = writer.take()
+                    if batch is not None:
+                        hand_over(batch, batch.messages)
                 if next_retention is not None and time.monotonic() >= next_retention:
                     hand_over(_RETENTION)
                     next_retention = time.monotonic() + opts.retention.interval_s
             batch = writer.take()
             if batch is not None:
-                hand_over(batch)
+                hand_over(batch, batch.messages)
         finally:
-            handoff.put(_STOP)
-            committer.join()
+            try:
+                handoff.put(_STOP, timeout=max(0.0, left()))
+            except queue.Full:
+                self._given_up = True
+            committer.join(max(0.0, left()))
+            self._given_up = committer.is_alive()
         if failed:
             raise failed[0]
+        if committer.is_alive():
+            raise InspectdError(f"the database did not finish its last transaction within {STOP_WAIT_S:g} s "
+                                "of stopping; what it held is not written", exit_code=1)
 
     def _commit_loop(self, handoff: queue.Queue, failed: list[BaseException]) -> None:
         while True:
             item = handoff.get()
-            if item is _STOP:
-                return
+            if item is _STOP or self._given_up:
+                return                        # given up: what is still queued is reported, not written
             if failed:
                 continue                      # drain: the receiving thread is told and stops
             try:
@@ -134,6 +162,11 @@ class StoreService:
                     self.writer.commit(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the receiving thread
                 failed.append(exc)
+
+    @property
+    def committing(self) -> bool:
+        """A transaction is still running (``run`` gave up waiting for it): keep the connection open."""
+        return self._committer is not None and self._committer.is_alive()
 
     def close(self) -> None:
         self._sock.close(linger=0)
