@@ -180,3 +180,38 @@ def test_idle_watchdog_needs_a_source_that_answers(tmp_path, listener):
         pipe.request_stop()
         runner.join(60)
     assert listener.messages[0].get("READY") == "1"
+
+
+def test_a_manager_that_stops_reading_does_not_stall_the_sender(tmp_path, monkeypatch):
+    # A bound datagram socket nobody reads: its queue fills, and a blocking send would wait
+    # forever. Each send gives up after SEND_TIMEOUT_S, says so (False), and raises nothing.
+    import socket
+    import threading
+    import time
+
+    import inspectd.runtime.notify as notify_mod
+    monkeypatch.setattr(notify_mod, "SEND_TIMEOUT_S", 0.05)
+    path = str(tmp_path / "deaf.sock")
+    deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deaf.bind(path)
+    n = Notifier({"NOTIFY_SOCKET": path})
+    results: list[bool] = []
+    took: list[float] = []
+
+    def send_until_full() -> None:
+        for _ in range(20_000):                 # the queue holds 10 to a few hundred messages
+            t = time.monotonic()
+            results.append(n.watchdog())
+            took.append(time.monotonic() - t)
+            if not results[-1] and results[-3:].count(False) == 3:
+                return
+    sender = threading.Thread(target=send_until_full, daemon=True)
+    sender.start()
+    sender.join(60)
+    try:
+        assert not sender.is_alive(), "a send blocked on a receiver that does not read"
+        assert results[0] is True and results[-3:] == [False, False, False]
+        assert all(0.04 <= t < 5 for t in took[-3:])       # each gave up after about SEND_TIMEOUT_S
+    finally:
+        n.close()
+        deaf.close()

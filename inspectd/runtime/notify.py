@@ -4,7 +4,8 @@ systemd passes the address of a datagram socket in ``NOTIFY_SOCKET``: a filesyst
 or an abstract-namespace name written with a leading ``@``. Each message is one datagram of
 ``KEY=VALUE`` lines. Without ``NOTIFY_SOCKET`` (a terminal, a test, another supervisor) every
 call is a cheap no-op. A failed send is logged once and otherwise ignored: losing a status
-line must never take the inspection down (a missed watchdog ping is systemd's to judge).
+line must never take the inspection down (a missed watchdog ping is systemd's to judge). A send
+waits at most ``SEND_TIMEOUT_S`` for a receiver that does not read.
 """
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from collections.abc import Mapping
 import structlog
 
 log = structlog.get_logger("inspectd.notify")
+
+# Longest wait to hand one message to the service manager. A datagram socket blocks while the
+# receiver's queue is full (net.unix.max_dgram_qlen, often 10); the supervisor sends from its
+# loop, and a manager that stopped reading must not stall it for good.
+SEND_TIMEOUT_S = 1.0
 
 
 def _address(raw: str) -> str | bytes | None:
@@ -75,6 +81,7 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.settimeout(SEND_TIMEOUT_S)
             self._sock.sendto(text.encode("utf-8", "replace"), self._address)
         except OSError as exc:
             if not self._warned:
