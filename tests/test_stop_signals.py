@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from inspectd.stop_signals import StopSignals, Waker
 
@@ -165,10 +168,8 @@ def test_the_pipeline_stops_on_sigterm_that_comes_while_its_supervisor_holds_a_l
 
 
 def test_waker_works_above_the_descriptors_that_select_can_take():
-    import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1100:
-        import pytest
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard}: cannot open 1,100 files")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]   # the pipe's ends land above 1023
