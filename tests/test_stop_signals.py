@@ -75,13 +75,18 @@ def _flood(p: subprocess.Popen, sig: int, until_s: float) -> int:
     return sent
 
 
-def _run_flooded(script: str, sig: int, timeout_s: float = 120) -> tuple[dict, int]:
+def _run_child(script: str, flood: int | None = None, timeout_s: float = 120) -> tuple[dict, int]:
+    """Run ``script`` in a child process; with ``flood``, signal it with that signal from its
+    "ready" line until it exits. Its last line (JSON) and how many signals were sent; a child
+    that hangs is killed and fails the test."""
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    sent = 0
     try:
-        assert p.stdout is not None
-        assert p.stdout.readline().strip() == "ready", p.communicate(timeout=timeout_s)[1]
-        sent = _flood(p, sig, timeout_s)
+        if flood is not None:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready", p.communicate(timeout=timeout_s)[1]
+            sent = _flood(p, flood, timeout_s)
         out, err = p.communicate(timeout=timeout_s)
     finally:
         if p.poll() is None:
@@ -95,7 +100,7 @@ def test_a_flood_of_signals_never_deadlocks_a_thread_using_locks():
     # The main thread spends its time inside threading's locked sections (an Event's
     # wait/clear, a Condition) while another process signals it thousands of times.
     # A handler that set an Event deadlocked this loop (or overflowed the stack) every time.
-    result, sent = _run_flooded("""
+    result, sent = _run_child("""
         import json, signal, threading, time
         from inspectd.stop_signals import StopSignals
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)     # before and after: the flood is harmless
@@ -112,7 +117,7 @@ def test_a_flood_of_signals_never_deadlocks_a_thread_using_locks():
                     cond.notify_all()
                 loops += 1
         print(json.dumps({"count": caught.count, "loops": loops}), flush=True)
-    """, signal.SIGUSR1)
+    """, flood=signal.SIGUSR1)
     assert sent > 1000
     assert result["count"] > 100 and result["loops"] > 100
 
@@ -123,7 +128,7 @@ def test_the_pipeline_stops_on_sigterm_that_comes_while_its_supervisor_holds_a_l
     # while that lock is held. The first signal stops the pipeline, the later ones skip the
     # queued frames; it must end with every frame accounted. The Event-setting handler this
     # replaces hung here at the first signal, every time.
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+    result, _ = _run_child("""
         import json, os, signal, sys, tempfile, threading
         from pathlib import Path
         from inspectd.config import default_config
@@ -152,15 +157,7 @@ def test_the_pipeline_stops_on_sigterm_that_comes_while_its_supervisor_holds_a_l
         c = r.counters
         print(json.dumps({"exit_code": r.exit_code, "reason": r.reason, "captured": c["captured"], "sent": sent[0],
                           "inspected": c["inspected"], "uninspected": c["uninspected"]}), flush=True)
-    """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
-    try:
-        out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
-    assert p.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    """)
     assert result["sent"] >= 2                          # the stop, and the hurry
     assert result["exit_code"] == 0 and result["reason"] == "signal"
     assert result["captured"] == result["inspected"] + result["uninspected"]

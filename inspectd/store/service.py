@@ -85,12 +85,13 @@ class StoreService:
         self._committer = committer
         next_retention = time.monotonic() + 1.0 if self.retention else None
 
-        stop_by: list[float] = []          # when the time after stop runs out (set on first sight)
+        stop_by: float | None = None       # when the time after stop runs out (set on first sight)
 
         def left() -> float:
-            if not stop_by:
-                stop_by.append(time.monotonic() + STOP_WAIT_S)
-            return stop_by[0] - time.monotonic()
+            nonlocal stop_by
+            if stop_by is None:
+                stop_by = time.monotonic() + STOP_WAIT_S
+            return stop_by - time.monotonic()
 
         def hand_over(item: object, messages: int = 0) -> None:
             while True:
